@@ -1,0 +1,129 @@
+"""Benchmarks: ``python -m playground bench speed [--json]``.
+
+Every figure is a ratio of two timings taken in the same process, interleaved and repeated
+(median of the repeats), because the machines are noisy. No timed assertion lives in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+from .cli import command
+from .engine import ColumnSpec, Engine, RunOptions
+from .models import load_model
+from .samplers import SAMPLERS
+
+BENCH_PROMPT = "The old lighthouse keeper climbed the stairs one last time, and"
+
+# name -> fn(engine, args) -> {key: value}; each sampler's issue adds its own ratio here
+SPEED_MEASURES: dict[str, Callable[[Engine, argparse.Namespace], dict[str, Any]]] = {}
+
+
+def speed_measure(fn):
+    SPEED_MEASURES[fn.__name__] = fn
+    return fn
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[tuple[float, Any]]]:
+    """Run each fn ``repeats`` times, round-robin, so that drifts in machine load hit all alike."""
+    out: dict[str, list[tuple[float, Any]]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            out[name].append(timed(fn))
+    return out
+
+
+def tokens_per_second(samples: list[tuple[float, int]]) -> float:
+    return statistics.median(n / t for t, n in samples)
+
+
+def engine_tokens(engine: Engine, specs: list[ColumnSpec], args, **options) -> int:
+    opts = RunOptions(seed=args.seed, max_new_tokens=args.tokens, **options)
+    run = engine.run(BENCH_PROMPT, specs, opts)
+    return sum(len(c.tokens) for c in run.columns)
+
+
+@speed_measure
+def temperature_vs_generate(engine: Engine, args) -> dict[str, Any]:
+    """Our temperature sampler's tok/s over model.generate's, same settings (T 0.8, top-k 40, top-p 0.92)."""
+    lm = engine.lm
+    ids = torch.tensor([lm.encode(BENCH_PROMPT)])
+
+    def generate() -> int:
+        torch.manual_seed(args.seed)
+        with torch.inference_mode():
+            out = lm.model.generate(ids, do_sample=True, temperature=0.8, top_k=40, top_p=0.92,
+                                    max_new_tokens=args.tokens, pad_token_id=min(lm.eos_ids))
+        return out.shape[1] - ids.shape[1]
+
+    samples = interleaved({
+        "ours": lambda: engine_tokens(engine, [ColumnSpec("temperature")], args),
+        "generate": generate,
+    }, args.repeats)
+    ours, theirs = tokens_per_second(samples["ours"]), tokens_per_second(samples["generate"])
+    return {"temperature_tok_s": round(ours, 2), "generate_tok_s": round(theirs, 2),
+            "temperature_vs_generate": round(ours / theirs, 3)}
+
+
+def four_columns() -> list[ColumnSpec]:
+    """greedy, temperature, phase_slip, adaptive_entropy; temperature variants stand in for absent ones."""
+    wanted = [ColumnSpec("greedy"), ColumnSpec("temperature")]
+    stand_ins = iter([ColumnSpec("temperature", {"temperature": 1.0}, "temperature T=1.0"),
+                      ColumnSpec("temperature", {"top_k": 0, "top_p": 1.0}, "temperature untruncated")])
+    for name in ("phase_slip", "adaptive_entropy"):
+        wanted.append(ColumnSpec(name) if name in SAMPLERS else next(stand_ins))
+    return wanted
+
+
+@speed_measure
+def compare4_vs_single(engine: Engine, args) -> dict[str, Any]:
+    """Wall time per decoding step of a 4-column batched compare over one temperature column alone."""
+    def per_step(specs):
+        def go():
+            run = engine.run(BENCH_PROMPT, specs, RunOptions(seed=args.seed, max_new_tokens=args.tokens))
+            return max(1, max(len(c.tokens) for c in run.columns))
+        return go
+
+    specs = four_columns()
+    samples = interleaved({"four": per_step(specs), "single": per_step([ColumnSpec("temperature")])}, args.repeats)
+    step = {k: statistics.median(t / n for t, n in v) for k, v in samples.items()}
+    return {"compare4_columns": [s.label or s.sampler for s in specs],
+            "compare4_vs_single": round(step["four"] / step["single"], 3)}
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["speed"], help="which benchmark")
+    p.add_argument("--model", default=None)
+    p.add_argument("--tokens", type=int, default=64, help="new tokens per run")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", default=None, help="comma-separated measure names (default: all)")
+    p.add_argument("--json", action="store_true")
+
+
+@command("bench", _add_bench)
+def run_bench(args: argparse.Namespace) -> int:
+    engine = Engine(load_model(args.model))
+    engine.run(BENCH_PROMPT, ["greedy"], RunOptions(max_new_tokens=4))  # warm-up
+    names = args.only.split(",") if args.only else list(SPEED_MEASURES)
+    result: dict[str, Any] = {"model": engine.lm.name, "tokens": args.tokens, "repeats": args.repeats,
+                              "threads": torch.get_num_threads()}
+    for name in names:
+        result.update(SPEED_MEASURES[name](engine, args))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:32s} {value}")
+    return 0

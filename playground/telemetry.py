@@ -1,0 +1,100 @@
+"""Per-token telemetry: one row per generated token per column, and the pure statistics behind it.
+
+All statistics are of the CLEAN next-token distribution p = softmax(logits) at T = 1:
+
+* entropy            H = -sum p ln p                                  (nats)
+* entropy_bits_norm  H / ln V  = H_bits / log2 V                       (in [0, 1])
+* varentropy         sum p (log2 p + H_bits)^2                          (bits^2, the variance of surprisal)
+* prob / logprob     p and ln p of the chosen token
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class TokenRow:
+    """What happened at one generated token of one column."""
+
+    step: int
+    id: int
+    text: str
+    prob: float
+    logprob: float
+    entropy: float
+    entropy_bits_norm: float
+    varentropy: float
+    top: list[dict[str, Any]]  # top-5 alternatives: {"id", "text", "prob"}
+    params: dict[str, Any] = field(default_factory=dict)  # sampling parameters in force
+    fusion_alpha: float | None = None  # Phase-Slip
+    adaptive_alpha: float | None = None  # adaptive sampler, raw alpha
+    adaptive_alpha_smoothed: float | None = None
+    state: str | None = None  # adaptive sampler: COLD / MIXED / HOT
+    order_parameter: float | None = None  # Kuramoto R at the probe layer
+    order_parameter_layers: list[float] | None = None  # R of every layer
+    step_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # sampler-specific details
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SIGNAL_FIELDS = ("fusion_alpha", "adaptive_alpha", "adaptive_alpha_smoothed", "state")
+
+
+@dataclass
+class DistributionStats:
+    """Batched statistics of softmax(logits) over rows."""
+
+    log_probs: torch.Tensor  # [R, V] natural-log probabilities
+    entropy: torch.Tensor  # [R] nats
+    entropy_bits_norm: torch.Tensor  # [R]
+    varentropy: torch.Tensor  # [R] bits^2
+
+
+def distribution_stats(logits: torch.Tensor) -> DistributionStats:
+    """Entropy (nats), normalised entropy and varentropy (bits^2) of softmax(logits), per row."""
+    logits = logits.float()
+    if logits.dim() == 1:
+        logits = logits.unsqueeze(0)
+    log_p = torch.log_softmax(logits, dim=-1)
+    p = log_p.exp()
+    # 0 * -inf is nan: masked (-inf) logits contribute nothing
+    plogp = torch.where(p > 0, p * log_p, torch.zeros_like(p))
+    entropy = -plogp.sum(-1)
+    log2_p = log_p / math.log(2.0)
+    h_bits = entropy / math.log(2.0)
+    dev2 = torch.where(p > 0, p * (log2_p + h_bits.unsqueeze(-1)) ** 2, torch.zeros_like(p))
+    varentropy = dev2.sum(-1)
+    return DistributionStats(
+        log_probs=log_p,
+        entropy=entropy,
+        entropy_bits_norm=entropy / math.log(logits.shape[-1]),
+        varentropy=varentropy,
+    )
+
+
+def top_alternatives(log_probs: torch.Tensor, k: int = 5) -> tuple[list[int], list[float]]:
+    """Ids and probabilities of the k most likely tokens of one row."""
+    values, ids = torch.topk(log_probs, k)
+    return ids.tolist(), values.exp().tolist()
+
+
+def rows_to_frame(columns: list[dict[str, Any]]):
+    """Telemetry of a run as one pandas DataFrame: one row per (column, token)."""
+    import pandas as pd
+
+    records = []
+    for col in columns:
+        for row in col["tokens"]:
+            rec = {"column": col["label"], "sampler": col["sampler"]}
+            rec.update({k: v for k, v in row.items() if k not in ("top", "params", "extra", "order_parameter_layers")})
+            rec["top"] = " | ".join(f"{t['text']!r}:{t['prob']:.3f}" for t in row["top"])
+            for key, value in row.get("params", {}).items():
+                rec[f"param_{key}"] = value
+            records.append(rec)
+    return pd.DataFrame.from_records(records)
