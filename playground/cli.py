@@ -61,12 +61,15 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 @command("compare", _add_compare)
 def run_compare(args: argparse.Namespace) -> int:
-    from .engine import ColumnSpec, Engine, RunOptions
+    from .engine import ColumnSpec, Engine, RunOptions, parse_columns
     from .models import load_model
+    from .samplers import make_settings
 
     names = [s.strip() for s in args.samplers.split(",") if s.strip()]
     overrides = parse_sets(args.set, names)
-    specs = [ColumnSpec(n, overrides.get(n, {})) for n in names]
+    specs = parse_columns([ColumnSpec(n, overrides.get(n, {})) for n in names])
+    for spec in specs:  # refuse bad settings before the model loads
+        make_settings(spec.sampler, spec.settings)
     options = RunOptions(seed=args.seed, max_new_tokens=args.max_new_tokens, chat=args.chat,
                          probe_layer=args.probe_layer)
     lm = load_model(args.model)
@@ -80,6 +83,35 @@ def run_compare(args: argparse.Namespace) -> int:
         print(args.prompt + col["text"] + "\n")
     table = [{"column": c["label"], **c["metrics"]} for c in result["columns"]]
     print(format_table(table, list(table[0])))
+    return 0
+
+
+def _add_calibrate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="hub id or folder (default: the bundled SmolLM2-135M-Instruct)")
+    p.add_argument("--text", default=None, help="calibration text (default: the built-in one)")
+    p.add_argument("--set", action="append", metavar="phase_slip.KEY=VALUE",
+                   help="search_layers, n_heads or perturbation_window")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+@command("calibrate", _add_calibrate)
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Print Phase-Slip's calibrated heads of a model, with every candidate's score."""
+    from .calibration import calibrate_heads
+    from .models import load_model
+    from .samplers import make_settings
+    from .samplers.phase_slip import check_against_model, format_heads
+
+    settings = make_settings("phase_slip", parse_sets(args.set, ["phase_slip"]).get("phase_slip", {}))
+    lm = load_model(args.model)
+    check_against_model(settings, lm)
+    result = calibrate_heads(lm, args.text, search_layers=settings.search_layers, n_heads=settings.n_heads,
+                             window=settings.perturbation_window)
+    if args.json:
+        print(json.dumps({"model": lm.name, "heads": format_heads(result.heads), "candidates": result.rows()}))
+        return 0
+    print(f"model: {lm.name}   eligible heads (layer.kv_head): {format_heads(result.heads) or 'none'}\n")
+    print(format_table(result.rows(), ["layer", "kv_head", "score", "kl", "flip_rate", "structural", "eligible"]))
     return 0
 
 

@@ -117,6 +117,14 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _quiet_transformers() -> None:
+    """No progress bars or advisory warnings on stderr: the CLI prints one line per problem."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def _from_pretrained(source: str | Path, name: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -146,6 +154,7 @@ def resolve_model_id(model_id: str | None) -> str:
 def load_model(model_id: str | None = None) -> LoadedModel:
     """Load (once per process) the default model, a hub id or a local folder."""
     key = resolve_model_id(model_id)
+    _quiet_transformers()
     with _load_lock:
         if key not in _loaded:
             if key == DEFAULT_MODEL:

@@ -138,9 +138,8 @@ def build_settings(cls: type, overrides: dict[str, Any] | None = None, prefix: s
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(overrides) - set(names))
     if unknown:
-        raise SettingsError(
-            f"unknown setting {prefix}{unknown[0]}; known: {', '.join(prefix + n for n in names)}"
-        )
+        known = f"known: {', '.join(prefix + n for n in names)}" if names else "this sampler has no settings"
+        raise SettingsError(f"unknown setting {prefix}{unknown[0]}; {known}")
     values = {k: _coerce(v, hints[k], prefix + k) for k, v in overrides.items()}
     return cls(**values)
 
