@@ -1,0 +1,142 @@
+"""The page in a real browser: Debian's chromium driven by Playwright (scripts/setup.sh --test installs both)."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is absent (scripts/setup.sh --test installs Debian's chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+
+from playground import ui  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+RUN_TIMEOUT_MS = 240_000  # the machine is shared; a hang still fails
+
+
+@pytest.fixture(scope="module")
+def server(real_lm):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = ui.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield demo
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector("#pg-run", timeout=60_000)
+    page.wait_for_selector("#pg-status[data-state='idle']", timeout=60_000)
+    return page
+
+
+def status(page) -> tuple[str, int]:
+    el = page.locator("#pg-status")
+    return el.get_attribute("data-state"), int(el.get_attribute("data-step"))
+
+
+def set_number(page, selector: str, value) -> None:
+    box = page.locator(selector)
+    box.fill(str(value))
+    box.press("Tab")  # the component takes the value on change
+
+
+def test_run_streams_every_column_and_draws_the_plots(browser, server):
+    page = open_page(browser, server.local_url)
+    page.locator("#pg-prompt textarea").fill("The lighthouse keeper climbed the stairs and")
+    set_number(page, "#pg-max-tokens input[type=number]", 12)
+    checked = page.locator("#pg-samplers input[type=checkbox]:checked").count()
+    assert checked == len(ui.SAMPLERS)  # default: every available sampler
+
+    page.locator("#pg-run").click()
+    page.wait_for_selector("#pg-status[data-state='done']", timeout=RUN_TIMEOUT_MS)
+    cards = page.locator("#pg-columns .pg-card")
+    assert cards.count() == checked
+    for i in range(checked):
+        card = cards.nth(i)
+        assert card.locator(".pg-tok").count() >= 1
+        assert card.locator(".pg-text").inner_text().startswith("The lighthouse keeper climbed the stairs and")
+        assert "distinct-2" in card.locator(".pg-metrics").inner_text()
+    title = page.locator("#pg-columns .pg-tok").first.get_attribute("title")
+    assert "H = " in title and "R = " in title and "top-5" in title
+
+    page.wait_for_selector("#pg-signals .js-plotly-plot .scatterlayer .trace", timeout=60_000)
+    # entropy and R panels: one trace per column each (the alpha panel adds one per alpha column)
+    assert page.locator("#pg-signals .scatterlayer .trace").count() >= 2 * checked
+    assert page.locator("#pg-signals .legend .traces").count() == checked
+    page.wait_for_selector("#pg-heatmap .js-plotly-plot .hm", timeout=60_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
+    # the metrics table: a header row and one row per column
+    assert page.locator("#pg-metrics [role=grid]").get_attribute("aria-rowcount") == str(checked + 1)
+    page.close()
+
+
+def test_share_link_restores_the_settings(browser, server):
+    page = open_page(browser, server.local_url)
+    page.locator("#pg-prompt textarea").fill("A share-link prompt: \"quotes\" & ampersands")
+    set_number(page, "#pg-seed input", 1234)
+    set_number(page, "#pg-max-tokens input[type=number]", 20)
+    page.locator("#pg-samplers label", has_text="greedy").click()  # untick greedy
+    page.locator("#pg-acc-temperature").get_by_text("temperature settings").click()
+    set_number(page, "#pg-set-temperature-temperature input", 0.55)
+    page.locator("#pg-chat input[type=checkbox]").check()
+
+    page.locator("#pg-share-btn").click()
+    share = page.locator("#pg-share textarea, #pg-share input").first
+    page.wait_for_function("el => el.value.includes('seed=1234')", arg=share.element_handle(), timeout=30_000)
+    link = share.input_value()
+    assert link.startswith(server.local_url.rstrip("/"))
+    page.close()
+
+    restored = open_page(browser, link)
+    restored.wait_for_function(
+        "() => document.querySelector('#pg-prompt textarea').value.startsWith('A share-link')", timeout=30_000)
+    assert restored.locator("#pg-prompt textarea").input_value() == "A share-link prompt: \"quotes\" & ampersands"
+    assert restored.locator("#pg-seed input").input_value() == "1234"
+    assert restored.locator("#pg-max-tokens input[type=number]").input_value() == "20"
+    ticked = [restored.locator("#pg-samplers label").nth(i).inner_text().strip()
+              for i in range(restored.locator("#pg-samplers label").count())
+              if restored.locator("#pg-samplers input[type=checkbox]").nth(i).is_checked()]
+    assert ticked == [name for name in ui.SAMPLERS if name != "greedy"]
+    assert restored.locator("#pg-chat input[type=checkbox]").is_checked()
+    restored.locator("#pg-acc-temperature").get_by_text("temperature settings").click()
+    assert float(restored.locator("#pg-set-temperature-temperature input").input_value()) == 0.55
+    restored.close()
+
+
+def test_stop_stops_the_server_decoding(browser, server, real_lm):
+    page = open_page(browser, server.local_url + "?prompt=Tell+me+a+long+story&samplers=greedy,temperature"
+                                                 "&max_new_tokens=1024")
+    page.wait_for_function("() => document.querySelector('#pg-prompt textarea').value === 'Tell me a long story'")
+    page.locator("#pg-run").click()
+    page.wait_for_function(
+        "() => +document.querySelector('#pg-status').dataset.step >= 3", timeout=RUN_TIMEOUT_MS)
+    page.locator("#pg-stop").click()
+    page.wait_for_selector("#pg-status[data-state='stopped']", timeout=60_000)
+    _, step = status(page)
+    assert 3 <= step < 1024
+    # nothing decodes any more: the engine left its loop and released the model
+    assert real_lm.lock.acquire(timeout=30)
+    real_lm.lock.release()
+    time.sleep(2)
+    assert status(page) == ("stopped", step)  # the step count stopped growing
+    assert page.locator("#pg-columns .pg-state", has_text="stopped").count() == 2
+    page.close()
