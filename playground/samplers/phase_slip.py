@@ -1,0 +1,294 @@
+"""Phase-Slip: rotate the Value vectors of a copy of the KV cache, fuse its logits with the clean ones.
+
+Per generated token (ALGORITHMS.md section 3):
+
+    side row  = copy of the clean cache; for the eligible (layer, KV head) pairs only, the Value
+                vectors of the last W generated positions are rotated by the angle phi
+    one batched forward feeds the newest token to the clean row AND the side row
+    H         = entropy (nats) of softmax(clean / T)
+    alpha     = alpha0 + (1 - alpha0) * sigmoid(2.5 - H)
+    fused     = alpha * clean + (1 - alpha) * perturbed
+    token     ~ temperature T, top-k, top-p of fused
+
+The engine owns the side row (copies it from the clean row before each step, discards its
+outputs after); this module owns the rotation, the fusion and the choice of eligible heads.
+The rotation noise comes from the sampler's own generator (seeded with the run seed), so the
+column's draws are the temperature sampler's draws: with noise_scale = 0 the tokens are the same.
+
+Angle. The public code blends each Value vector with Gaussian noise, ``(1-eps) v + eps |v| g``
+with ``g ~ N(0, I_d)`` (so ``|g| ~ sqrt(d)``), renormalises, then mixes the result into ``v``
+with the weight beta = 0.15. The first blend turns ``v`` by ``atan(eps sqrt(d) / (1 - eps))``;
+the beta-mix keeps about beta of that angle. The playground rotates exactly by that effective
+angle, ``phi = beta * atan2(eps * sqrt(d), 1 - eps)``, so noise_scale means what it meant there
+(default eps 0.03 with d = 64: phi = 0.0364 rad = 2.08 degrees), but as a true rotation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+
+from .base import Decision, RunContext, Sampler, SettingsError, StepView, build_settings, require
+from .temperature import check_sampling_params, sampling_probs
+
+BLEND_BETA = 0.15  # the public code's blend weight: the share of the noise angle that survives
+ENTROPY_PIVOT = 2.5  # nats; alpha = alpha0 + (1 - alpha0) * sigmoid(ENTROPY_PIVOT - H)
+
+
+# ---------------------------------------------------------------------------------------
+# Pure functions
+
+
+def rotation_angle(noise_scale: float, head_dim: int, beta: float = BLEND_BETA) -> float:
+    """phi = beta * atan2(eps * sqrt(d), 1 - eps): the public code's effective angle, in radians.
+
+    eps = 0 gives 0 (no rotation); eps = 1 gives beta * pi / 2; monotone in eps.
+    """
+    return beta * math.atan2(noise_scale * math.sqrt(head_dim), 1.0 - noise_scale)
+
+
+def rotate_toward(v: torch.Tensor, phi: float, noise: torch.Tensor) -> torch.Tensor:
+    """v' = cos(phi) v + sin(phi) |v| u, with u the unit part of ``noise`` orthogonal to v.
+
+    ``v`` and ``noise`` are [..., d]; each vector turns by exactly ``phi`` and keeps its norm
+    (u is one Gram-Schmidt step on the Gaussian draw). Computed in float64, returned in v's dtype.
+    """
+    x = v.double()
+    norm = x.norm(dim=-1, keepdim=True)
+    unit = x / norm.clamp_min(1e-30)
+    g = noise.double()
+    u = g - (g * unit).sum(-1, keepdim=True) * unit
+    u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    return (math.cos(phi) * x + math.sin(phi) * norm * u).to(v.dtype)
+
+
+def entropy_nats(logits: torch.Tensor, temperature: float) -> float:
+    """H = -sum p log p of p = softmax(logits / T); T = 0 (greedy) gives 0."""
+    if temperature == 0.0:
+        return 0.0
+    log_p = torch.log_softmax(logits.double() / temperature, dim=-1)
+    return float(-(log_p.exp() * log_p).sum())
+
+
+def fusion_alpha(entropy: float, alpha0: float) -> float:
+    """alpha = alpha0 + (1 - alpha0) * sigmoid(2.5 - H): near 1 when confident, toward alpha0 when not."""
+    x = ENTROPY_PIVOT - entropy
+    sigmoid = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))  # no overflow
+    return min(1.0, max(alpha0, alpha0 + (1.0 - alpha0) * sigmoid))  # clamp: rounding only
+
+
+def fuse_logits(clean: torch.Tensor, perturbed: torch.Tensor, alpha: float) -> torch.Tensor:
+    """alpha * clean + (1 - alpha) * perturbed, written as clean + (1 - alpha)(perturbed - clean).
+
+    The two forms are equal; this one returns ``clean`` bit for bit when perturbed == clean.
+    """
+    return clean + (1.0 - alpha) * (perturbed - clean)
+
+
+def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: float = 1.0) -> float:
+    """KL(p || q) in nats of p = softmax(p_logits / T), q = softmax(q_logits / T)."""
+    t = temperature if temperature > 0 else 1.0
+    log_p = torch.log_softmax(p_logits.double() / t, dim=-1)
+    log_q = torch.log_softmax(q_logits.double() / t, dim=-1)
+    return float((log_p.exp() * (log_p - log_q)).sum())
+
+
+Head = tuple[int, int]  # (layer, KV head): the unit that is perturbed; GQA query heads share it
+
+
+def format_heads(heads: list[Head]) -> str:
+    """[(27, 1), (28, 0)] -> '27.1,28.0' (the ``heads`` setting and telemetry format)."""
+    return ",".join(f"{layer}.{head}" for layer, head in heads)
+
+
+def parse_heads(text: str, key: str = "phase_slip.heads") -> list[Head]:
+    """'27.1,28.0' -> [(27, 1), (28, 0)]; a clear SettingsError on anything else."""
+    heads: list[Head] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        layer, dot, head = item.partition(".")
+        if not dot or not layer.strip().isdigit() or not head.strip().isdigit():
+            raise SettingsError(f"{key} must list LAYER.KV_HEAD pairs like '27.1,28.0', got {text!r}")
+        pair = (int(layer), int(head))
+        if pair not in heads:
+            heads.append(pair)
+    return sorted(heads)
+
+
+# ---------------------------------------------------------------------------------------
+# Settings and the engine's sampler
+
+
+@dataclass
+class PhaseSlipSettings:
+    """Defaults are the public version's; ``heads`` (e.g. '27.1,28.0') overrides calibration."""
+
+    noise_scale: float = 0.03
+    logit_fusion_alpha: float = 0.45
+    perturbation_window: int = 12
+    temperature: float = 0.65
+    top_k: int = 40
+    top_p: float = 0.92
+    calibrate: bool = True
+    search_layers: int = 6
+    n_heads: int = 3
+    heads: str = ""
+
+    def __post_init__(self):
+        p = "phase_slip."
+        require(0.0 <= self.noise_scale <= 1.0,
+                f"{p}noise_scale must be in [0, 1] (the weight of the noise in the blend), got {self.noise_scale}")
+        require(0.0 <= self.logit_fusion_alpha <= 1.0,
+                f"{p}logit_fusion_alpha must be in [0, 1], got {self.logit_fusion_alpha}")
+        require(0 <= self.perturbation_window <= 4096,
+                f"{p}perturbation_window must be an integer in [0, 4096] (0 = perturb nothing), "
+                f"got {self.perturbation_window}")
+        check_sampling_params(self.temperature, self.top_k, self.top_p, prefix=p)
+        require(self.search_layers >= 1, f"{p}search_layers must be >= 1, got {self.search_layers}")
+        require(self.n_heads >= 1, f"{p}n_heads must be >= 1, got {self.n_heads}")
+        parse_heads(self.heads, f"{p}heads")
+
+
+def check_against_model(settings: PhaseSlipSettings, lm: Any) -> None:
+    """Refuse settings the model cannot satisfy (too many layers or heads, unknown explicit heads).
+
+    Explicit ``heads`` replace the search, so search_layers and n_heads are then not checked.
+    """
+    p = "phase_slip."
+    for layer, head in parse_heads(settings.heads):
+        require(layer < lm.n_layers and head < lm.n_kv_heads,
+                f"{p}heads: {layer}.{head} does not exist (layers 0..{lm.n_layers - 1}, "
+                f"KV heads 0..{lm.n_kv_heads - 1})")
+    if settings.heads.strip():
+        return
+    require(settings.search_layers <= lm.n_layers,
+            f"{p}search_layers={settings.search_layers} but the model has only {lm.n_layers} layers")
+    available = settings.search_layers * lm.n_kv_heads
+    require(settings.n_heads <= available,
+            f"{p}n_heads={settings.n_heads} but the last {settings.search_layers} layers have only "
+            f"{available} KV heads ({lm.n_kv_heads} per layer)")
+
+
+def last_layers_heads(n_layers: int, n_kv_heads: int, search_layers: int) -> list[Head]:
+    """Every KV head of the last ``search_layers`` layers: the eligible set without calibration."""
+    return [(layer, head) for layer in range(n_layers - search_layers, n_layers) for head in range(n_kv_heads)]
+
+
+class PhaseSlip(Sampler):
+    """The engine's ``phase_slip`` column: one side row, rotated, fused by entropy-gated alpha."""
+
+    name = "phase_slip"
+    Settings = PhaseSlipSettings
+    extra_rows = 1
+
+    def __init__(self, settings: PhaseSlipSettings | None = None, lm: Any = None):
+        super().__init__(settings, lm)
+        if lm is not None:
+            check_against_model(self.settings, lm)
+        self.heads: list[Head] = []
+        self.generator = torch.Generator()
+        self._perturbed_positions = 0
+
+    def eligible_heads(self) -> list[Head]:
+        """Explicit ``heads``, else the calibrated ones, else all KV heads of the last search_layers layers."""
+        s = self.settings
+        if s.heads.strip():
+            return parse_heads(s.heads)
+        if s.calibrate:
+            from ..calibration import calibrate_heads  # the calibration module imports this one
+
+            return calibrate_heads(self.lm, search_layers=s.search_layers, n_heads=s.n_heads,
+                                   window=s.perturbation_window).heads
+        return last_layers_heads(self.lm.n_layers, self.lm.n_kv_heads, s.search_layers)
+
+    def start(self, ctx: RunContext) -> None:
+        if self.lm is None:
+            raise SettingsError("phase_slip needs the model (construct it with lm=...)")
+        self.heads = self.eligible_heads()
+        self.head_labels = [f"{layer}.{head}" for layer, head in self.heads]
+        by_layer: dict[int, list[int]] = {}
+        for layer, head in self.heads:
+            by_layer.setdefault(layer, []).append(head)
+        self._by_layer = {layer: torch.tensor(hs) for layer, hs in sorted(by_layer.items())}
+        self.generator = torch.Generator().manual_seed(ctx.seed)  # its own: the column's draws stay untouched
+        self._perturbed_positions = 0
+
+    def perturb(self, values: list[torch.Tensor], n_prompt: int, step: int) -> int:
+        """Rotate the eligible heads' Values of the last min(W, generated) positions; return that count."""
+        generated = values[0].shape[1] - n_prompt  # generated positions already in the cache
+        width = min(self.settings.perturbation_window, generated)
+        self._perturbed_positions = 0
+        if width <= 0 or not self._by_layer or self.settings.noise_scale == 0.0:
+            return 0
+        phi = rotation_angle(self.settings.noise_scale, values[0].shape[-1])
+        for layer, heads in self._by_layer.items():
+            window = values[layer][heads, -width:]  # [h, width, d] (a copy: advanced indexing)
+            noise = torch.randn(window.shape, generator=self.generator, dtype=torch.float64)
+            values[layer][heads, -width:] = rotate_toward(window, phi, noise)
+        self._perturbed_positions = width
+        return width
+
+    def decide(self, view: StepView) -> Decision:
+        s = self.settings
+        clean = view.logits
+        perturbed = view.extra_logits[0] if view.extra_logits is not None else clean  # step 0: prefill only
+        alpha = fusion_alpha(entropy_nats(clean, s.temperature), s.logit_fusion_alpha)
+        fused = fuse_logits(clean, perturbed, alpha)
+        params = {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
+                  "noise_scale": s.noise_scale, "perturbation_window": s.perturbation_window}
+        signals = {"fusion_alpha": alpha, "perturbed_positions": self._perturbed_positions,
+                   "perturbed_kl": kl_divergence(clean, perturbed, s.temperature),
+                   "eligible_heads": self.head_labels}
+        if s.temperature == 0.0:
+            return Decision(token=int(fused.argmax()), params=params, signals=signals)
+        probs = sampling_probs(fused, view.input_ids, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+        return Decision(probs=probs, params=params, signals=signals)
+
+
+# ---------------------------------------------------------------------------------------
+# The seed's library API, on the playground's engine
+
+
+class PhaseSlipSampler:
+    """``PhaseSlipSampler(model, tokenizer, noise_scale=..., ...)`` as in the public README.
+
+    ``generate`` returns the continuation (prompt excluded); ``seed`` makes it reproducible.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any = None, noise_scale: float = 0.03,
+                 logit_fusion_alpha: float = 0.45, perturbation_window: int = 12, **settings: Any):
+        from ..models import LoadedModel  # models imports the samplers package
+
+        if isinstance(model, LoadedModel):
+            self.lm = model
+        else:
+            name = getattr(model.config, "name_or_path", "") or type(model).__name__
+            self.lm = LoadedModel(model=model, tokenizer=tokenizer, name=name)
+        self.settings: PhaseSlipSettings = build_settings(
+            PhaseSlipSettings, {"noise_scale": noise_scale, "logit_fusion_alpha": logit_fusion_alpha,
+                                "perturbation_window": perturbation_window, **settings}, prefix="phase_slip.")
+        check_against_model(self.settings, self.lm)
+
+    def calibrate_heads(self, prompt: str | None = None, search_layers: int = 6,
+                        n_heads: int | None = None) -> list[Head]:
+        """Calibrate on ``prompt`` (see playground.calibration) and use those heads from now on."""
+        from ..calibration import calibrate_heads
+
+        settings = replace(self.settings, search_layers=search_layers, n_heads=n_heads or self.settings.n_heads,
+                           heads="")
+        check_against_model(settings, self.lm)
+        result = calibrate_heads(self.lm, prompt, search_layers=settings.search_layers,
+                                 n_heads=settings.n_heads, window=settings.perturbation_window)
+        self.settings = replace(settings, heads=format_heads(result.heads))
+        return result.heads
+
+    def generate(self, prompt: str, max_new_tokens: int = 50, temperature: float = 0.65, seed: int = 0) -> str:
+        from ..engine import ColumnSpec, Engine, RunOptions
+
+        settings = asdict(replace(self.settings, temperature=temperature))
+        spec = ColumnSpec(PhaseSlip.name, settings)
+        options = RunOptions(seed=seed, max_new_tokens=max_new_tokens, record_order_parameter=False)
+        return Engine(self.lm).run(prompt, [spec], options).columns[0].text
