@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from .adaptive import AdaptiveEntropySampler
 from .base import Decision, PlaygroundError, RunContext, Sampler, SettingsError, StepView, build_settings
 from .greedy import GreedySampler
+from .phase_slip import PhaseSlip
 from .temperature import TemperatureSampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
     GreedySampler.name: GreedySampler,
     TemperatureSampler.name: TemperatureSampler,
+    PhaseSlip.name: PhaseSlip,
+    AdaptiveEntropySampler.name: AdaptiveEntropySampler,
 }
 
 
