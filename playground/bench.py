@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m playground bench speed [--json]``.
+"""Benchmarks: ``python -m playground bench speed [--json]``; ``bench quality`` lives in bench_quality.py.
 
 Every figure is a ratio of two timings taken in the same process, interleaved and repeated
 (median of the repeats), because the machines are noisy. No timed assertion lives in tests.
@@ -102,18 +102,79 @@ def compare4_vs_single(engine: Engine, args) -> dict[str, Any]:
             "compare4_vs_single": round(step["four"] / step["single"], 3)}
 
 
+@speed_measure
+def phase_slip_vs_temperature(engine: Engine, args) -> dict[str, Any]:
+    """Phase-Slip tok/s over temperature sampling's, same T 0.65, top-k 40, top-p 0.92 (public: 0.37)."""
+    from .calibration import calibrate_heads
+
+    calibrate_heads(engine.lm)  # calibrated once per model, before the clock starts (cached)
+    sampling = {"temperature": 0.65, "top_k": 40, "top_p": 0.92}
+    samples = interleaved({
+        "phase_slip": lambda: engine_tokens(engine, [ColumnSpec("phase_slip", sampling)], args),
+        "temperature": lambda: engine_tokens(engine, [ColumnSpec("temperature", sampling)], args),
+    }, args.repeats)
+    ours, theirs = tokens_per_second(samples["phase_slip"]), tokens_per_second(samples["temperature"])
+    return {"phase_slip_tok_s": round(ours, 2), "phase_slip_temperature_tok_s": round(theirs, 2),
+            "phase_slip_vs_temperature": round(ours / theirs, 3)}
+
+
+@speed_measure
+def adaptive_vs_temperature(engine: Engine, args) -> dict[str, Any]:
+    """Adaptive entropy tok/s over temperature sampling's, each with its defaults and Kuramoto R off,
+    so the ratio is the sampler's own cost (attention weights, alpha, lookahead rows when COLD);
+    also an always-COLD variant (every token a 3-candidate lookahead) and the bench run's states."""
+    no_r = {"record_order_parameter": False}
+    always_cold = {"cold_point": 2.5, "hot_point": 3.0}
+    samples = interleaved({
+        "adaptive": lambda: engine_tokens(engine, [ColumnSpec("adaptive_entropy")], args, **no_r),
+        "always_cold": lambda: engine_tokens(engine, [ColumnSpec("adaptive_entropy", always_cold)], args, **no_r),
+        "temperature": lambda: engine_tokens(engine, [ColumnSpec("temperature")], args, **no_r),
+    }, args.repeats)
+    tok_s = {k: tokens_per_second(v) for k, v in samples.items()}
+    rows = engine.run(BENCH_PROMPT, [ColumnSpec("adaptive_entropy")],
+                      RunOptions(seed=args.seed, max_new_tokens=args.tokens, **no_r)).columns[0].rows
+    return {"adaptive_tok_s": round(tok_s["adaptive"], 2),
+            "adaptive_temperature_tok_s": round(tok_s["temperature"], 2),
+            "adaptive_vs_temperature": round(tok_s["adaptive"] / tok_s["temperature"], 3),
+            "adaptive_always_cold_vs_temperature": round(tok_s["always_cold"] / tok_s["temperature"], 3),
+            "adaptive_states": {s: sum(r.state == s for r in rows) for s in ("COLD", "MIXED", "HOT")},
+            "adaptive_lookahead_tokens": sum(bool(r.extra.get("lookahead")) for r in rows)}
+
+
+@speed_measure
+def order_parameter_overhead(engine: Engine, args) -> dict[str, Any]:
+    """Wall time of a greedy + temperature run that records Kuramoto R per token over the same run without."""
+    specs = [ColumnSpec("greedy"), ColumnSpec("temperature")]
+
+    def run(record: bool):
+        return lambda: engine_tokens(engine, specs, args, record_order_parameter=record)
+
+    samples = interleaved({"with_R": run(True), "without_R": run(False)}, args.repeats)
+    seconds = {k: statistics.median(t for t, _ in v) for k, v in samples.items()}
+    return {"order_parameter_with_s": round(seconds["with_R"], 3),
+            "order_parameter_without_s": round(seconds["without_R"], 3),
+            "order_parameter_overhead": round(seconds["with_R"] / seconds["without_R"], 3)}
+
+
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["speed"], help="which benchmark")
+    from .bench_quality import add_quality_arguments
+
+    p.add_argument("what", choices=["speed", "quality"], help="which benchmark")
     p.add_argument("--model", default=None)
     p.add_argument("--tokens", type=int, default=64, help="new tokens per run")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, help="comma-separated measure names (default: all)")
     p.add_argument("--json", action="store_true")
+    add_quality_arguments(p)  # bench quality's flags (bench_quality.py)
 
 
 @command("bench", _add_bench)
 def run_bench(args: argparse.Namespace) -> int:
+    if args.what == "quality":
+        from .bench_quality import run_quality_cli
+
+        return run_quality_cli(args)
     engine = Engine(load_model(args.model))
     engine.run(BENCH_PROMPT, ["greedy"], RunOptions(max_new_tokens=4))  # warm-up
     names = args.only.split(",") if args.only else list(SPEED_MEASURES)

@@ -123,6 +123,7 @@ def _json_default(value: Any) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import bench  # noqa: F401  (registers the bench command)
+    from . import kuramoto_report  # noqa: F401  (registers the kuramoto-report command)
 
     parser = argparse.ArgumentParser(prog="python -m playground", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,0 +1,197 @@
+"""The quality benchmark: its metrics on hand-made inputs, its determinism, resume and flag checks."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from playground import bench_quality as bq
+from playground import metrics
+from playground.cli import main
+from playground.engine import ColumnSpec, Engine, RunOptions
+from playground.samplers import SAMPLERS, PlaygroundError
+
+
+# ---- metrics on texts with known answers ------------------------------------------------
+
+def test_type_token_ratio_lowercases_strips_punctuation_and_includes_prompt():
+    assert metrics.type_token_ratio("The cat. The cat, the dog") == pytest.approx(3 / 6)  # the, cat, dog
+    assert metrics.type_token_ratio(" b a", "A") == pytest.approx(2 / 3)  # "a b a"
+
+
+def test_distinct_n_pools_ngrams_across_sequences():
+    assert metrics.distinct_n([[1, 2, 3, 1, 2]], 2) == pytest.approx(3 / 4)  # (1,2) twice
+    assert metrics.distinct_n([[1, 2], [1, 2]], 2) == pytest.approx(1 / 2)  # the same bigram in both
+    assert metrics.distinct_n([[1, 2, 3], [1, 2, 3, 4]], 3) == pytest.approx(2 / 3)
+
+
+def test_rep_n_counts_repeated_ngrams_within_one_sequence():
+    assert metrics.rep_n([1, 2, 1, 2, 1, 2], 2) == pytest.approx(1 - 2 / 5)
+    assert metrics.rep_n([1, 2, 3, 4], 2) == 0.0
+
+
+# ---- perplexity ---------------------------------------------------------------------------
+
+def hand_perplexity(model, prompt_ids: list[int], continuation_ids: list[int]) -> float:
+    """exp(-mean log p(x_t | x_<t)) over the continuation only, by log_softmax of one full forward."""
+    ids = torch.tensor([prompt_ids + continuation_ids])
+    with torch.no_grad():
+        log_p = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
+    n = len(prompt_ids)
+    picked = [log_p[n - 1 + i, tok] for i, tok in enumerate(continuation_ids)]
+    return math.exp(-float(sum(picked)) / len(picked))
+
+
+def test_perplexity_masks_the_prompt(tiny_llama):
+    prompt, continuation = [1, 400, 2000, 37], [512, 9, 777, 3000, 45]
+    expected = hand_perplexity(tiny_llama.model, prompt, continuation)
+    assert metrics.perplexity(tiny_llama.model, prompt, continuation) == pytest.approx(expected, rel=1e-5)
+    # the prompt is masked: the whole sequence's perplexity is a different number
+    assert hand_perplexity(tiny_llama.model, prompt[:1], prompt[1:] + continuation) != pytest.approx(expected, rel=1e-3)
+
+
+def test_sample_perplexity_is_the_generating_models_loss_on_the_continuation(tiny_llama):
+    prompt = "Once upon a time"
+    run = Engine(tiny_llama).run(prompt, [ColumnSpec("temperature")], RunOptions(seed=3, max_new_tokens=8))
+    config = bq.Config("standard T=0.8", "temperature", (), 0.8)
+    row = bq.sample_row(config, 0, 0, 3, prompt, run.columns[0], run.elapsed_s, 1, None)
+    expected = hand_perplexity(tiny_llama.model, run.prompt_ids, run.columns[0].tokens)
+    assert row["perplexity"] == pytest.approx(expected, rel=1e-4)
+    assert row["token_ids"] == " ".join(map(str, run.columns[0].tokens))
+    assert math.isnan(row["scorer_perplexity"])
+
+
+def test_scorer_grades_the_decoded_text_with_its_own_tokenizer(tiny_gpt2):
+    prompt, text = "The ancient door creaked open", " and a cold wind came in."
+    expected = hand_perplexity(tiny_gpt2.model, tiny_gpt2.tokenizer(prompt).input_ids,
+                               tiny_gpt2.tokenizer(text, add_special_tokens=False).input_ids)
+    assert bq.scorer_perplexity(tiny_gpt2, prompt, text) == pytest.approx(expected, rel=1e-5)
+    assert math.isnan(bq.scorer_perplexity(tiny_gpt2, prompt, ""))
+
+
+# ---- configurations ----------------------------------------------------------------------
+
+def test_protocol_configurations_in_one_run():
+    configs = bq.build_configs(None, None, [])
+    present = [label for label, sampler, _, _ in bq.PROTOCOL if sampler in SAMPLERS]
+    assert [c.label for c in configs] == present
+    assert {c.group for c in configs} == {0}
+    by_label = {c.label: c for c in configs}
+    if "phase_slip T=0.8" in by_label:  # equal temperature: the standard sampler's T, top-k and top-p
+        assert dict(by_label["phase_slip T=0.8"].settings) == {"temperature": 0.8, "top_k": 40, "top_p": 0.92}
+        assert by_label["phase_slip T=0.65"].settings == ()
+
+
+def test_absent_sampler_is_skipped_with_a_note(monkeypatch):
+    monkeypatch.delitem(SAMPLERS, "phase_slip", raising=False)
+    notes: list[str] = []
+    configs = bq.build_configs(None, None, notes)
+    assert not any(c.sampler == "phase_slip" for c in configs)
+    assert any("phase_slip" in n for n in notes)
+
+
+def test_sweep_runs_each_sampling_configuration_at_each_temperature():
+    configs = bq.build_configs(["greedy", "temperature"], [0.5, 1.0], [])
+    assert [(c.label, c.temperature, dict(c.settings), c.group) for c in configs] == [
+        ("greedy", None, {}, 0),
+        ("standard T=0.5", 0.5, {"temperature": 0.5}, 0),
+        ("standard T=1", 1.0, {"temperature": 1.0}, 1),
+    ]
+
+
+# ---- runs: determinism, resume, outputs ----------------------------------------------------
+
+def options(out, **kw) -> bq.QualityOptions:
+    base = dict(rounds=2, prompts=2, max_new_tokens=6, samplers=["greedy", "temperature"], out=out,
+                timing_tokens=0, progress=False)
+    return bq.QualityOptions(**{**base, **kw})
+
+
+def quality_columns(path):
+    return pd.read_csv(path).drop(columns=list(bq.TIMING_COLUMNS))
+
+
+def test_two_runs_give_identical_results(tiny_llama, tmp_path):
+    bq.run_quality(tiny_llama, options(tmp_path / "a"), log=lambda m: None)
+    bq.run_quality(tiny_llama, options(tmp_path / "b"), log=lambda m: None)
+    a, b = quality_columns(tmp_path / "a/results.csv"), quality_columns(tmp_path / "b/results.csv")
+    pd.testing.assert_frame_equal(a, b)
+    assert len(a) == 2 * 2 * 2  # configurations x prompts x rounds
+    assert sorted(set(a["seed"])) == [0, 1, 1000, 1001]  # prompt_index * 1000 + round
+    sampled = a[a["config"] == "standard T=0.8"]
+    assert sampled["text"].nunique() > 1  # the seeds differ, so do the texts
+
+
+def test_resume_after_interruption_gives_the_same_summary(tiny_llama, tmp_path):
+    full = bq.run_quality(tiny_llama, options(tmp_path / "full"), log=lambda m: None)
+    part = bq.run_quality(tiny_llama, options(tmp_path / "part", max_samples=3), log=lambda m: None)
+    assert len(pd.read_csv(tmp_path / "part/results.csv")) == 4  # whole runs of 2 columns: stopped after 2 runs
+    assert sum(r["samples"] for r in part["configurations"]) == 4
+    bq.run_quality(tiny_llama, options(tmp_path / "part"), log=lambda m: None)
+    resumed = pd.read_csv(tmp_path / "part/results.csv")
+    assert len(resumed) == 8 and not resumed.duplicated(["config", "prompt_index", "round"]).any()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full/summary.csv"),
+                                  pd.read_csv(tmp_path / "part/summary.csv"))
+    assert [r["samples"] for r in full["configurations"]] == [4, 4]
+
+
+def test_ctrl_c_keeps_finished_samples_and_a_rerun_completes_them(tiny_llama, tmp_path, monkeypatch):
+    real_run, calls = Engine.run, []
+
+    def run_then_interrupt(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "run", run_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        bq.run_quality(tiny_llama, options(tmp_path / "cut", rounds=3, prompts=1), log=lambda m: None)
+    assert len(pd.read_csv(tmp_path / "cut/results.csv")) == 4  # two finished runs of two columns
+    monkeypatch.setattr(Engine, "run", real_run)
+    bq.run_quality(tiny_llama, options(tmp_path / "cut", rounds=3, prompts=1), log=lambda m: None)
+    bq.run_quality(tiny_llama, options(tmp_path / "whole", rounds=3, prompts=1), log=lambda m: None)
+    pd.testing.assert_frame_equal(quality_columns(tmp_path / "cut/results.csv"),
+                                  quality_columns(tmp_path / "whole/results.csv"))
+
+
+def test_summary_is_mean_and_std_over_samples_and_distinct_over_prompts(tiny_llama, tmp_path):
+    summary = bq.run_quality(tiny_llama, options(tmp_path), log=lambda m: None)
+    results = pd.read_csv(tmp_path / "results.csv", dtype={"token_ids": str})
+    row = next(r for r in summary["configurations"] if r["config"] == "standard T=0.8")
+    sub = results[results["config"] == "standard T=0.8"]
+    assert row["perplexity_mean"] == pytest.approx(sub["perplexity"].mean(), rel=1e-5)
+    assert row["perplexity_std"] == pytest.approx(sub["perplexity"].std(ddof=0), rel=1e-4)
+    per_prompt = [metrics.distinct_n([list(map(int, s.split())) for s in g["token_ids"]], 3)
+                  for _, g in sub.groupby("prompt_index")]
+    assert row["distinct_3_mean"] == pytest.approx(sum(per_prompt) / len(per_prompt), rel=1e-5)
+    assert {p.name for p in tmp_path.iterdir()} >= {"results.csv", "summary.csv", "summary.json", "frontier.html"}
+    fig = bq.frontier_figure(summary)
+    assert {t.name for t in fig.data} == {"greedy", "temperature"}
+    assert all(t.error_x.array is not None and t.error_y.array is not None for t in fig.data)
+
+
+def test_rerun_with_other_settings_into_the_same_folder_is_refused(tiny_llama, tmp_path):
+    bq.run_quality(tiny_llama, options(tmp_path, prompts=1, rounds=1), log=lambda m: None)
+    with pytest.raises(PlaygroundError, match="max_new_tokens"):
+        bq.run_quality(tiny_llama, options(tmp_path, prompts=1, rounds=1, max_new_tokens=7), log=lambda m: None)
+
+
+# ---- bad flags -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, named", [
+    (["--rounds", "0"], "--rounds"),
+    (["--samplers", "greedy,nucleus"], "nucleus"),
+    (["--sweep", "temperature="], "--sweep"),
+    (["--sweep", "temperature=0.5,hot"], "--sweep"),
+    (["--sweep", "top_k=10,20"], "--sweep"),
+    (["--sweep", "temperature=0.5,-1"], "--sweep"),
+    (["--prompts", "6"], "--prompts"),
+])
+def test_bad_flags_are_refused_with_one_line(flags, named, capsys, tmp_path):
+    assert main(["bench", "quality", "--out", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and named in err and "\n" not in err
+    assert not (tmp_path / "results.csv").exists()
