@@ -68,7 +68,7 @@ def entropy_nats(logits: torch.Tensor, temperature: float) -> float:
     """H = -sum p log p of p = softmax(logits / T); T = 0 (greedy) gives 0."""
     if temperature == 0.0:
         return 0.0
-    log_p = torch.log_softmax(logits.double() / temperature, dim=-1)
+    log_p = torch.log_softmax(logits.float() / temperature, dim=-1)  # float32: a hot-path, once per step
     return float(-(log_p.exp() * log_p).sum())
 
 
@@ -90,8 +90,8 @@ def fuse_logits(clean: torch.Tensor, perturbed: torch.Tensor, alpha: float) -> t
 def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: float = 1.0) -> float:
     """KL(p || q) in nats of p = softmax(p_logits / T), q = softmax(q_logits / T)."""
     t = temperature if temperature > 0 else 1.0
-    log_p = torch.log_softmax(p_logits.double() / t, dim=-1)
-    log_q = torch.log_softmax(q_logits.double() / t, dim=-1)
+    log_p = torch.log_softmax(p_logits.float() / t, dim=-1)
+    log_q = torch.log_softmax(q_logits.float() / t, dim=-1)
     return float((log_p.exp() * (log_p - log_q)).sum())
 
 
