@@ -18,7 +18,7 @@ samples of one prompt, then averages over prompts. Every figure is mean +- std (
 
 Speed. In a batched run all columns share the wall time, so per-configuration speed is timed
 separately: each configuration alone, on the first prompt, ``timing_tokens`` tokens, repeats
-interleaved, median tokens / wall time (R telemetry off, as the public benchmark had none).
+interleaved, best tokens / wall time (R telemetry off, as the public benchmark had none).
 
 Resume. The summary is always computed from results.csv read back, and a rerun with the same
 ``out`` skips the samples already there, so an interrupted run finishes with the same summary.
@@ -345,7 +345,7 @@ def run_quality(lm: LoadedModel, options: QualityOptions | None = None, scorer: 
 
 
 def measure_speed(engine: Engine, configs: list[Config], o: QualityOptions) -> dict[str, float]:
-    """tok/s of each configuration run alone (interleaved repeats, median): batched columns share a clock."""
+    """tok/s of each configuration run alone (interleaved repeats, best of them): batched columns share a clock."""
     from .bench import interleaved, tokens_per_second
 
     prompt = BENCHMARK_PROMPTS[0]

