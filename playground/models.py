@@ -118,11 +118,39 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
 
 def _quiet_transformers() -> None:
-    """No progress bars or advisory warnings on stderr: the CLI prints one line per problem."""
+    """No progress bars, retry notices or advisory warnings on stderr: the CLI prints one line per problem."""
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()
+
+
+def _check_reachable(model_id: str) -> None:
+    """Fail at once, naming the model, when an id is neither a folder, nor cached, nor on a reachable hub.
+
+    Without this, huggingface_hub retries each file for ~25 s before giving up.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(model_id).exists() or constants.HF_HUB_OFFLINE:
+        return
+    try:
+        if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+            return
+    except Exception:  # not a valid repo id: let from_pretrained say so
+        return
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        raise ModelLoadError(
+            f"could not load model {model_id!r}: it is not a local folder, not in the Hugging Face "
+            f"cache, and the hub ({host}) is not reachable from this machine") from None
 
 
 def use_onednn_linears(model: Any) -> int:
@@ -147,6 +175,7 @@ def use_onednn_linears(model: Any) -> int:
 def _from_pretrained(source: str | Path, name: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _check_reachable(str(source))
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(

@@ -81,3 +81,17 @@ def test_cli_bad_input_exits_2_with_one_line(args, message):
 
 def test_hub_fallback_id_is_the_smollm2_instruct_repo():
     assert HUB_DEFAULT_ID == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_unreachable_hub_fails_at_once_naming_the_model(monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror("no network")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(ModelLoadError, match="'some-org/not-cached'.*not reachable"):
+        load_model("some-org/not-cached")
