@@ -187,7 +187,7 @@ class Engine:
         self.need_attn = options.record_order_parameter or any(c.sampler.needs_attentions for c in columns)
         self.prompt = torch.tensor(prompt_ids, dtype=torch.long)
 
-        with self.lm.lock, torch.inference_mode():
+        with self.lm.lock:  # inference mode is per step (below): a stream may be resumed from other threads
             t0 = time.perf_counter()
             logits, attn = self._prefill()
             layout = [_Row(col=-1, kind="main", source=0, token=-1)]
@@ -236,6 +236,7 @@ class Engine:
                                   sampler=sampler, generator=generator))
         return columns
 
+    @torch.inference_mode()
     def _prefill(self):
         out = self.lm.model(self.prompt.view(1, -1), use_cache=True, output_attentions=self.need_attn,
                             logits_to_keep=1)
@@ -244,6 +245,7 @@ class Engine:
         return out.logits[:, -1, :].float(), attn
 
     # ---- one step -----------------------------------------------------------------------
+    @torch.inference_mode()
     def _plan(self, run: Run, main: dict[int, int], layout: list[_Row]) -> list[_Row]:
         """The rows of the next forward pass, and the cache re-indexed to match them."""
         length = self.cache.get_seq_length()
@@ -284,6 +286,7 @@ class Engine:
             changed = col.sampler.perturb([layer.values[i] for layer in layers], len(self.prompt), len(col.tokens))
             r.dirty_from = length - changed if changed else length
 
+    @torch.inference_mode()
     def _forward(self, rows: list[_Row]):
         tokens = torch.tensor([[r.token] for r in rows], dtype=torch.long)
         out = self.lm.model(tokens, past_key_values=self.cache, use_cache=True,
@@ -298,6 +301,7 @@ class Engine:
                         attentions=attn[row] if attn is not None else None,
                         extra_logits=logits[side_rows] if side_rows else None)
 
+    @torch.inference_mode()
     def _resolve(self, run: Run, rows: list[_Row], logits, attn, t_step: float):
         """After a forward: settle pending lookaheads; return each column's main and side rows."""
         main: dict[int, int] = {}
@@ -324,6 +328,7 @@ class Engine:
             main[c] = idx[k]
         return main, sides
 
+    @torch.inference_mode()
     def _decide_all(self, run: Run, main, sides, logits, attn, step_ms: float) -> None:
         for c, col in enumerate(run.columns):
             if col.done:

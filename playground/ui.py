@@ -166,6 +166,38 @@ def request_stop(request: gr.Request) -> None:
         event.set()
 
 
+class BackgroundRun:
+    """Drives an engine stream in a thread, so that decoding never waits for the page updates.
+
+    The first step (prefill) runs in the caller, so bad input raises there as a PlaygroundError.
+    """
+
+    def __init__(self, runs):
+        self.run = next(runs)
+        self._runs, self._error = runs, None
+        self._thread = threading.Thread(target=self._drive, daemon=True)
+        self._thread.start()
+
+    def _drive(self) -> None:
+        try:
+            for self.run in self._runs:
+                pass
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds; True once the run has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def result(self):
+        """The finished run (re-raising what stopped the thread, if anything did)."""
+        self.wait(None)
+        if self._error is not None:
+            raise self._error
+        return self.run
+
+
 # ---- rendering -------------------------------------------------------------------------------
 def _get(row: Any, key: str) -> Any:
     return row.get(key) if isinstance(row, dict) else getattr(row, key)
@@ -459,21 +491,23 @@ def build_app() -> gr.Blocks:
                 lm, specs, options = _prepare(prompt_v, model_v, chat_v, samplers_v, max_v, seed_v, fields, values)
                 session = _session(request)
                 stop = _new_stop(session)
-                runs = Engine(lm).stream(prompt_v, specs, options, stop)
+                decoding = None
                 try:
-                    last = 0.0
-                    for run in runs:
-                        now = time.perf_counter()
-                        if run.done or (run.step and now - last < UPDATE_INTERVAL_S):
-                            continue
-                        last = now
+                    decoding = BackgroundRun(Engine(lm).stream(prompt_v, specs, options, stop))
+                    while True:  # the page shows the newest state; the decoding never waits for it
+                        run = decoding.run
                         tokens = sum(len(c.tokens) for c in run.columns)
                         yield (columns_html(run),
                                status_html(run.step, options.max_new_tokens, run.elapsed_s, tokens, "running"),
                                *[gr.skip()] * 8)
+                        if decoding.wait(UPDATE_INTERVAL_S):
+                            break
                 finally:
-                    runs.close()  # releases the model lock even if the page went away mid-run
+                    if decoding is not None and not decoding.wait(0):
+                        stop.set()  # the page went away mid-run: end the decoding loop too
+                        decoding.wait(None)
                     _drop_stop(session, stop)
+                run = decoding.result()
             except PlaygroundError as exc:
                 raise gr.Error(str(exc)) from None
             result = run.to_json()

@@ -213,3 +213,17 @@ def test_bad_input_is_refused_with_a_clear_message(tiny_llama, prompt, samplers,
 
 def test_settings_errors_are_playground_errors():
     assert issubclass(SettingsError, PlaygroundError) and issubclass(PlaygroundError, ValueError)
+
+
+def test_a_stream_resumed_from_other_threads_stays_in_inference_mode(tiny_llama):
+    # Gradio and the UI resume the stream from worker threads: grad mode is thread-local
+    engine = Engine(tiny_llama)
+    steps = engine.stream("Hello world", ["temperature"], RunOptions(max_new_tokens=5))
+    next(steps)
+    for _ in range(3):
+        worker = threading.Thread(target=lambda: next(steps))
+        worker.start()
+        worker.join()
+    keys = engine.cache.layers[0].keys
+    assert keys.shape[2] == len(engine.prompt) + 3
+    assert not keys.requires_grad and torch.is_inference(keys)
