@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from typing import Any, Callable
 
@@ -75,7 +74,7 @@ def run_compare(args: argparse.Namespace) -> int:
     lm = load_model(args.model)
     result = Engine(lm).run(args.prompt, specs, options).to_json()
     if args.json:
-        print(json.dumps(result, ensure_ascii=False, default=_json_default))
+        print(json.dumps(result, ensure_ascii=False, default=str))
         return 0
     print(f"model: {result['model']}   seed: {result['seed']}   prompt: {args.prompt!r}\n")
     for col in result["columns"]:
@@ -113,12 +112,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
     print(f"model: {lm.name}   eligible heads (layer.kv_head): {format_heads(result.heads) or 'none'}\n")
     print(format_table(result.rows(), ["layer", "kv_head", "score", "kl", "flip_rate", "structural", "eligible"]))
     return 0
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,6 @@ import gradio as gr
 import pandas as pd
 
 from . import plots
-from .cli import _json_default
 from .engine import MAX_NEW_TOKENS, ColumnSpec, Engine, RunOptions
 from .metrics import column_metrics
 from .models import DEFAULT_MODEL, HUB_DEFAULT_ID, load_model
@@ -302,7 +301,7 @@ def export_files(run: dict[str, Any]) -> tuple[str, str]:
     """The run as JSON (the CLI's schema) and its telemetry as CSV, in a fresh temp folder."""
     folder = Path(tempfile.mkdtemp(prefix="playground-run-"))
     json_path, csv_path = folder / "run.json", folder / "telemetry.csv"
-    json_path.write_text(json.dumps(run, ensure_ascii=False, indent=1, default=_json_default), encoding="utf-8")
+    json_path.write_text(json.dumps(run, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
     rows_to_frame(run["columns"]).to_csv(csv_path, index=False)
     return str(json_path), str(csv_path)
 
