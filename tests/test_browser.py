@@ -54,8 +54,11 @@ def status(page) -> tuple[str, int]:
 
 def set_number(page, selector: str, value) -> None:
     box = page.locator(selector)
+    # a control in a just-opened accordion gets its value a tick after it appears; typing earlier is overwritten
+    sync_api.expect(box).not_to_have_value("", timeout=10_000)
     box.fill(str(value))
     box.press("Tab")  # the component takes the value on change
+    sync_api.expect(box).to_have_value(str(value))
 
 
 def test_run_streams_every_column_and_draws_the_plots(browser, server):
@@ -104,6 +107,7 @@ def test_share_link_restores_the_settings(browser, server):
     page.wait_for_function("el => el.value.includes('seed=1234')", arg=share.element_handle(), timeout=30_000)
     link = share.input_value()
     assert link.startswith(server.local_url.rstrip("/"))
+    assert "temperature.temperature=0.55" in link and "greedy" not in link
     page.close()
 
     restored = open_page(browser, link)
@@ -118,7 +122,7 @@ def test_share_link_restores_the_settings(browser, server):
     assert ticked == [name for name in ui.SAMPLERS if name != "greedy"]
     assert restored.locator("#pg-chat input[type=checkbox]").is_checked()
     restored.locator("#pg-acc-temperature").get_by_text("temperature settings").click()
-    assert float(restored.locator("#pg-set-temperature-temperature input").input_value()) == 0.55
+    sync_api.expect(restored.locator("#pg-set-temperature-temperature input")).to_have_value("0.55")
     restored.close()
 
 
