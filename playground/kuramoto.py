@@ -13,6 +13,7 @@ coupled every position with every other (no causal mask, O(L^2 N)); ``causal_kur
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -59,12 +60,7 @@ def integrate(phases: torch.Tensor, omega: torch.Tensor, coupling: float, dt: fl
 
     theta <- kuramoto_step(theta) + noise_sigma sqrt(dt) xi,   xi ~ N(0, 1) from ``generator``.
     """
-    _check_dynamics(dt, steps, noise_sigma)
-    for _ in range(steps):
-        phases = kuramoto_step(phases, omega, coupling, dt)
-        if noise_sigma > 0:
-            phases = add_phase_noise(phases, noise_sigma * math.sqrt(dt), generator)
-    return phases
+    return _evolve(phases, lambda p: kuramoto_step(p, omega, coupling, dt), dt, steps, noise_sigma, generator)
 
 
 def causal_mean_field(phases: torch.Tensor, share_oscillators: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,10 +86,19 @@ def causal_kuramoto(phases: torch.Tensor, omega: torch.Tensor, coupling: float, 
     repeated ``steps`` times (with optional phase noise as in ``integrate``). Position t's result
     depends on the initial phases of positions <= t alone.
     """
+    def step(p: torch.Tensor) -> torch.Tensor:
+        c, s = causal_mean_field(p, share_oscillators)
+        return p + dt * (omega + coupling * mean_field_drive(p, c, s))
+
+    return _evolve(phases, step, dt, steps, noise_sigma, generator)
+
+
+def _evolve(phases: torch.Tensor, step: Callable[[torch.Tensor], torch.Tensor], dt: float, steps: int,
+            noise_sigma: float, generator: torch.Generator | None) -> torch.Tensor:
+    """``steps`` times: phases <- step(phases), then phase noise noise_sigma sqrt(dt) xi if noise_sigma > 0."""
     _check_dynamics(dt, steps, noise_sigma)
     for _ in range(steps):
-        c, s = causal_mean_field(phases, share_oscillators)
-        phases = phases + dt * (omega + coupling * mean_field_drive(phases, c, s))
+        phases = step(phases)
         if noise_sigma > 0:
             phases = add_phase_noise(phases, noise_sigma * math.sqrt(dt), generator)
     return phases
