@@ -187,13 +187,16 @@ class Engine:
         self.need_attn = options.record_order_parameter or any(c.sampler.needs_attentions for c in columns)
         self.prompt = torch.tensor(prompt_ids, dtype=torch.long)
 
-        with self.lm.lock:  # inference mode is per step (below): a stream may be resumed from other threads
-            t0 = time.perf_counter()
-            logits, attn = self._prefill()
-            layout = [_Row(col=-1, kind="main", source=0, token=-1)]
-            main = {i: 0 for i in range(len(columns))}
-            self._decide_all(run, main, {}, logits, attn, (time.perf_counter() - t0) * 1000)
-            run.elapsed_s = time.perf_counter() - t0
+        with self.lm.lock:
+            # grad mode is thread-local and a stream may be resumed from other threads: each
+            # block runs in inference mode and ends before its yield
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                logits, attn = self._prefill()
+                layout = [_Row(col=-1, kind="main", source=0, token=-1)]
+                main = {i: 0 for i in range(len(columns))}
+                self._decide_all(run, main, {}, logits, attn, (time.perf_counter() - t0) * 1000)
+                run.elapsed_s = time.perf_counter() - t0
             yield run
             while not all(c.done for c in columns):
                 if stop is not None and stop.is_set():
@@ -203,13 +206,14 @@ class Engine:
                             c.final_text = self.lm.tokenizer.decode(c.tokens, skip_special_tokens=True)
                     run.stopped = True
                     break
-                t_step = time.perf_counter()
-                layout = self._plan(run, main, layout)
-                logits, attn = self._forward(layout)
-                main, sides = self._resolve(run, layout, logits, attn, t_step)
-                self._decide_all(run, main, sides, logits, attn, (time.perf_counter() - t_step) * 1000)
-                run.step += 1
-                run.elapsed_s = time.perf_counter() - t0
+                with torch.inference_mode():
+                    t_step = time.perf_counter()
+                    layout = self._plan(run, main, layout)
+                    logits, attn = self._forward(layout)
+                    main, sides = self._resolve(run, layout, logits, attn, t_step)
+                    self._decide_all(run, main, sides, logits, attn, (time.perf_counter() - t_step) * 1000)
+                    run.step += 1
+                    run.elapsed_s = time.perf_counter() - t0
                 yield run
         run.done = True
         yield run
@@ -236,7 +240,6 @@ class Engine:
                                   sampler=sampler, generator=generator))
         return columns
 
-    @torch.inference_mode()
     def _prefill(self):
         out = self.lm.model(self.prompt.view(1, -1), use_cache=True, output_attentions=self.need_attn,
                             logits_to_keep=1)
@@ -245,7 +248,6 @@ class Engine:
         return out.logits[:, -1, :].float(), attn
 
     # ---- one step -----------------------------------------------------------------------
-    @torch.inference_mode()
     def _plan(self, run: Run, main: dict[int, int], layout: list[_Row]) -> list[_Row]:
         """The rows of the next forward pass, and the cache re-indexed to match them."""
         length = self.cache.get_seq_length()
@@ -286,7 +288,6 @@ class Engine:
             changed = col.sampler.perturb([layer.values[i] for layer in layers], len(self.prompt), len(col.tokens))
             r.dirty_from = length - changed if changed else length
 
-    @torch.inference_mode()
     def _forward(self, rows: list[_Row]):
         tokens = torch.tensor([[r.token] for r in rows], dtype=torch.long)
         out = self.lm.model(tokens, past_key_values=self.cache, use_cache=True,
@@ -301,7 +302,6 @@ class Engine:
                         attentions=attn[row] if attn is not None else None,
                         extra_logits=logits[side_rows] if side_rows else None)
 
-    @torch.inference_mode()
     def _resolve(self, run: Run, rows: list[_Row], logits, attn, t_step: float):
         """After a forward: settle pending lookaheads; return each column's main and side rows."""
         main: dict[int, int] = {}
@@ -328,7 +328,6 @@ class Engine:
             main[c] = idx[k]
         return main, sides
 
-    @torch.inference_mode()
     def _decide_all(self, run: Run, main, sides, logits, attn, step_ms: float) -> None:
         for c, col in enumerate(run.columns):
             if col.done:
