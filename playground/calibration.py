@@ -16,8 +16,8 @@ Deterministic probe, one batched forward (ALGORITHMS.md section 3, step 6):
 
 A KV head is the unit, so on grouped-query models (the default model: 9 query heads sharing
 3 KV heads per layer) a candidate perturbs what all its query heads read. Fewer than n_heads
-heads come back when fewer are non-structural. Results are cached per model object, keyed by
-the text and the settings, so a model is calibrated once per process.
+heads come back when fewer are non-structural. The probe's scores are cached per model object,
+keyed by the text, search_layers and window, so a model is probed once per process.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from .samplers.phase_slip import Head, last_layers_heads, rotate_toward
+from .samplers.phase_slip import Head, kl_divergence, last_layers_heads, rotate_toward
 
 CALIBRATION_TEXT = (
     "The lighthouse stood at the edge of the bay, and every evening the keeper climbed its narrow "
@@ -111,7 +111,7 @@ def score_heads(lm: Any, ids: list[int], candidates: list[Head], window: int,
     scores: list[HeadScore] = []
     with torch.inference_mode():
         prefill = model(torch.tensor([context]), use_cache=True).past_key_values
-        snapshot = [(layer.keys.clone(), layer.values.clone()) for layer in prefill.layers]
+        snapshot = [(layer.keys, layer.values) for layer in prefill.layers]  # never fed again; rows are copies
         head_dim = snapshot[0][1].shape[-1]
         noise = torch.randn((len(candidates), width, head_dim), generator=generator, dtype=torch.float64)
         for start in range(0, len(candidates), ROWS_PER_FORWARD):
@@ -124,7 +124,7 @@ def score_heads(lm: Any, ids: list[int], candidates: list[Head], window: int,
             logits = model(tokens, past_key_values=cache, use_cache=True).logits.double()
             log_p = torch.log_softmax(logits, dim=-1)  # [rows, k, V]
             clean, perturbed = log_p[:1], log_p[1:]
-            kl = (clean.exp() * (clean - perturbed)).sum(-1)  # [candidates, k]
+            kl = kl_divergence(clean, perturbed)  # [candidates, k]
             kept = (perturbed.argmax(-1) == clean.argmax(-1)).double()
             for (layer, head), kl_row, kept_row in zip(chunk, kl, kept):
                 flip_rate = 1.0 - float(kept_row.mean())
@@ -134,19 +134,21 @@ def score_heads(lm: Any, ids: list[int], candidates: list[Head], window: int,
     return scores, len(context), n_probe
 
 
-_cache: "weakref.WeakKeyDictionary[Any, dict[tuple, Calibration]]" = weakref.WeakKeyDictionary()
+# per model: (ids, search_layers, window) -> (the probe's scores, n_context, n_probe), {n_heads: Calibration}
+_cache: "weakref.WeakKeyDictionary[Any, dict[tuple, tuple]]" = weakref.WeakKeyDictionary()
 
 
 def calibrate_heads(lm: Any, text: str | None = None, search_layers: int = 6, n_heads: int = 3,
                     window: int = 12, use_cache: bool = True) -> Calibration:
     """Score the KV heads of the last ``search_layers`` layers and keep the best ``n_heads`` (cached)."""
     ids = calibration_ids(lm, text)
-    key = (tuple(ids), search_layers, n_heads, window)
+    key = (tuple(ids), search_layers, window)  # what the scores depend on; n_heads only selects among them
     per_model = _cache.setdefault(lm.model, {})
-    if use_cache and key in per_model:
-        return per_model[key]
-    candidates = last_layers_heads(lm.n_layers, lm.n_kv_heads, search_layers)
-    scores, n_context, n_probe = score_heads(lm, ids, candidates, window)
-    result = Calibration(heads=select_heads(scores, n_heads), scores=scores, n_context=n_context, n_probe=n_probe)
-    per_model[key] = result
-    return result
+    if not use_cache or key not in per_model:
+        candidates = last_layers_heads(lm.n_layers, lm.n_kv_heads, search_layers)
+        per_model[key] = (score_heads(lm, ids, candidates, window), {})
+    (scores, n_context, n_probe), results = per_model[key]
+    if n_heads not in results:
+        results[n_heads] = Calibration(heads=select_heads(scores, n_heads), scores=scores,
+                                       n_context=n_context, n_probe=n_probe)
+    return results[n_heads]

@@ -18,6 +18,7 @@ from playground.samplers.phase_slip import (
     fusion_alpha,
     rotate_toward,
     rotation_angle,
+    tempered_log_probs,
 )
 from playground.samplers.temperature import sampling_probs
 
@@ -169,7 +170,7 @@ def test_decide_fuses_with_the_entropy_gated_alpha(tiny_llama):
     decision = sampler.decide(view)
     p = torch.softmax(clean.double() / 0.8, -1)
     entropy = float(-(p * p.log()).sum())
-    assert entropy_nats(clean, 0.8) == pytest.approx(entropy, rel=1e-6)  # computed in float32
+    assert entropy_nats(tempered_log_probs(clean, 0.8)) == pytest.approx(entropy, rel=1e-6)  # computed in float32
     alpha = 0.45 + 0.55 / (1 + math.exp(entropy - 2.5))
     assert decision.signals["fusion_alpha"] == pytest.approx(alpha, rel=1e-6)
     expected = torch.softmax((alpha * clean + (1 - alpha) * perturbed) / 0.8, -1)

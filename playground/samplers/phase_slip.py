@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from .base import Decision, RunContext, Sampler, SettingsError, StepView, build_settings, require
-from .temperature import check_sampling_params, sampling_probs
+from .temperature import check_sampling_params, sample_decision
 
 BLEND_BETA = 0.15  # the public code's blend weight: the share of the noise angle that survives
 ENTROPY_PIVOT = 2.5  # nats; alpha = alpha0 + (1 - alpha0) * sigmoid(ENTROPY_PIVOT - H)
@@ -64,11 +64,13 @@ def rotate_toward(v: torch.Tensor, phi: float, noise: torch.Tensor) -> torch.Ten
     return (math.cos(phi) * x + math.sin(phi) * norm * u).to(v.dtype)
 
 
-def entropy_nats(logits: torch.Tensor, temperature: float) -> float:
-    """H = -sum p log p of p = softmax(logits / T); T = 0 (greedy) gives 0."""
-    if temperature == 0.0:
-        return 0.0
-    log_p = torch.log_softmax(logits.float() / temperature, dim=-1)  # float32: a hot-path, once per step
+def tempered_log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(logits / T) in float32 (a hot path, once per step); T = 0 (greedy) reads as T = 1."""
+    return torch.log_softmax(logits.float() / (temperature if temperature > 0 else 1.0), dim=-1)
+
+
+def entropy_nats(log_p: torch.Tensor) -> float:
+    """H = -sum p log p in nats, from the log-probabilities ``log_p`` [V]."""
     return float(-(log_p.exp() * log_p).sum())
 
 
@@ -87,12 +89,9 @@ def fuse_logits(clean: torch.Tensor, perturbed: torch.Tensor, alpha: float) -> t
     return clean + (1.0 - alpha) * (perturbed - clean)
 
 
-def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: float = 1.0) -> float:
-    """KL(p || q) in nats of p = softmax(p_logits / T), q = softmax(q_logits / T)."""
-    t = temperature if temperature > 0 else 1.0
-    log_p = torch.log_softmax(p_logits.float() / t, dim=-1)
-    log_q = torch.log_softmax(q_logits.float() / t, dim=-1)
-    return float((log_p.exp() * (log_p - log_q)).sum())
+def kl_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) in nats from log-probabilities, summed over the last dim (broadcasting the rest)."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
 Head = tuple[int, int]  # (layer, KV head): the unit that is perturbed; GQA query heads share it
@@ -235,17 +234,15 @@ class PhaseSlip(Sampler):
         s = self.settings
         clean = view.logits
         perturbed = view.extra_logits[0] if view.extra_logits is not None else clean  # step 0: prefill only
-        alpha = fusion_alpha(entropy_nats(clean, s.temperature), s.logit_fusion_alpha)
+        log_p, log_q = tempered_log_probs(clean, s.temperature), tempered_log_probs(perturbed, s.temperature)
+        entropy = entropy_nats(log_p) if s.temperature > 0 else 0.0  # T = 0 (greedy): H = 0
+        alpha = fusion_alpha(entropy, s.logit_fusion_alpha)
         fused = fuse_logits(clean, perturbed, alpha)
         params = {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
                   "noise_scale": s.noise_scale, "perturbation_window": s.perturbation_window}
         signals = {"fusion_alpha": alpha, "perturbed_positions": self._perturbed_positions,
-                   "perturbed_kl": kl_divergence(clean, perturbed, s.temperature),
-                   "eligible_heads": self.head_labels}
-        if s.temperature == 0.0:
-            return Decision(token=int(fused.argmax()), params=params, signals=signals)
-        probs = sampling_probs(fused, view.input_ids, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
-        return Decision(probs=probs, params=params, signals=signals)
+                   "perturbed_kl": float(kl_divergence(log_p, log_q)), "eligible_heads": self.head_labels}
+        return sample_decision(fused, view.input_ids, params, s.temperature, s.top_k, s.top_p, signals=signals)
 
 
 # ---------------------------------------------------------------------------------------

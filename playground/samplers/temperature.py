@@ -6,6 +6,7 @@ then a draw from the renormalised distribution. T = 0 means greedy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import (
@@ -61,6 +62,17 @@ def sampling_probs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: f
     return torch.softmax(scores, dim=-1)[0]
 
 
+def sample_decision(logits: torch.Tensor, input_ids: torch.Tensor, params: dict[str, Any], temperature: float,
+                    top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+                    signals: dict[str, Any] | None = None) -> Decision:
+    """T = 0: the argmax of ``logits``; otherwise ``sampling_probs`` for the engine to draw from."""
+    signals = {} if signals is None else signals
+    if temperature == 0.0:
+        return Decision(token=int(logits.argmax()), params=params, signals=signals)
+    probs = sampling_probs(logits, input_ids, temperature, top_k, top_p, min_p, repetition_penalty)
+    return Decision(probs=probs, params=params, signals=signals)
+
+
 @dataclass
 class TemperatureSettings:
     """Defaults are the public benchmark's standard sampling: T 0.8, top-k 40, top-p 0.92."""
@@ -84,8 +96,5 @@ class TemperatureSampler(Sampler):
         s = self.settings
         params = {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
                   "min_p": s.min_p, "repetition_penalty": s.repetition_penalty}
-        if s.temperature == 0.0:
-            return Decision(token=int(view.logits.argmax()), params=params)
-        probs = sampling_probs(view.logits, view.input_ids, s.temperature, s.top_k, s.top_p,
+        return sample_decision(view.logits, view.input_ids, params, s.temperature, s.top_k, s.top_p,
                                s.min_p, s.repetition_penalty)
-        return Decision(probs=probs, params=params)
