@@ -28,11 +28,11 @@ import gradio as gr
 import pandas as pd
 
 from . import plots
-from .engine import MAX_NEW_TOKENS, ColumnSpec, Engine, RunOptions
+from .engine import MAX_NEW_TOKENS, ColumnSpec, Engine, RunOptions, parse_columns
 from .metrics import column_metrics
 from .models import DEFAULT_MODEL, HUB_DEFAULT_ID, load_model
 from .prompts import BENCHMARK_PROMPTS
-from .samplers import SAMPLERS, PlaygroundError
+from .samplers import SAMPLERS, PlaygroundError, sampler_class
 from .telemetry import rows_to_frame
 
 try:  # Hugging Face ZeroGPU: the decorator asks for a GPU per call; elsewhere nothing
@@ -112,17 +112,14 @@ def setting_fields() -> list[SettingField]:
 
 def column_specs(samplers: list[str] | None, fields: list[SettingField], values: list[Any]) -> list[ColumnSpec]:
     """One ColumnSpec per chosen sampler, with the settings from the page (empty boxes: default)."""
+    for name in samplers or []:
+        sampler_class(name)  # an unknown name: an error naming it and the available ones
     chosen = [s for s in SAMPLERS if s in (samplers or [])]  # registry order, whatever the click order
-    unknown = [s for s in samplers or [] if s not in SAMPLERS]
-    if unknown:
-        raise PlaygroundError(f"unknown sampler {unknown[0]!r}; available: {', '.join(SAMPLERS)}")
-    if not chosen:
-        raise PlaygroundError("choose at least one sampler")
     overrides: dict[str, dict[str, Any]] = {s: {} for s in chosen}
     for f, value in zip(fields, values):
         if f.sampler in overrides and value is not None and value != "":
             overrides[f.sampler][f.name] = value
-    return [ColumnSpec(s, overrides[s]) for s in chosen]
+    return parse_columns([ColumnSpec(s, overrides[s]) for s in chosen])  # none chosen: a clear error
 
 
 def _integer(value: Any, name: str) -> int:
@@ -198,10 +195,6 @@ class BackgroundRun:
 
 
 # ---- rendering -------------------------------------------------------------------------------
-def _get(row: Any, key: str) -> Any:
-    return row.get(key) if isinstance(row, dict) else getattr(row, key)
-
-
 def entropy_colour(entropy: float) -> str:
     """Background of a token: pale green (certain) -> pale yellow -> pale red (uncertain)."""
     t = max(0.0, min(1.0, entropy / ENTROPY_SCALE_NATS))
@@ -214,35 +207,35 @@ def entropy_colour(entropy: float) -> str:
 
 def token_title(row: Any) -> str:
     """The hover text of one token: p, H, alphas/state where present, R, top-5."""
-    parts = [f"p = {_get(row, 'prob'):.3f}   H = {_get(row, 'entropy'):.3f} nats"]
-    if _get(row, "order_parameter") is not None:
-        parts[0] += f"   R = {_get(row, 'order_parameter'):.3f}"
-    if _get(row, "fusion_alpha") is not None:
-        parts.append(f"fusion α = {_get(row, 'fusion_alpha'):.3f}")
-    if _get(row, "adaptive_alpha") is not None:
-        line = f"adaptive α = {_get(row, 'adaptive_alpha'):.3f}"
-        if _get(row, "adaptive_alpha_smoothed") is not None:
-            line += f" (smoothed {_get(row, 'adaptive_alpha_smoothed'):.3f})"
-        if _get(row, "state"):
-            line += f"   state {_get(row, 'state')}"
+    parts = [f"p = {row.prob:.3f}   H = {row.entropy:.3f} nats"]
+    if row.order_parameter is not None:
+        parts[0] += f"   R = {row.order_parameter:.3f}"
+    if row.fusion_alpha is not None:
+        parts.append(f"fusion α = {row.fusion_alpha:.3f}")
+    if row.adaptive_alpha is not None:
+        line = f"adaptive α = {row.adaptive_alpha:.3f}"
+        if row.adaptive_alpha_smoothed is not None:
+            line += f" (smoothed {row.adaptive_alpha_smoothed:.3f})"
+        if row.state:
+            line += f"   state {row.state}"
         parts.append(line)
-    elif _get(row, "state"):
-        parts.append(f"state {_get(row, 'state')}")
+    elif row.state:
+        parts.append(f"state {row.state}")
     parts.append("top-5:")
-    parts += [f"  {t['text']!r}  {t['prob']:.3f}" for t in _get(row, "top")]
+    parts += [f"  {t['text']!r}  {t['prob']:.3f}" for t in row.top]
     return "\n".join(parts)
 
 
 def _span(row: Any, eos: bool) -> str:
     title = html.escape(token_title(row), quote=True).replace("\n", "&#10;")
-    text = "⏹ end" if eos else _get(row, "text")
+    text = "⏹ end" if eos else row.text
     cls = "pg-tok pg-eos" if eos else "pg-tok"
-    return (f'<span class="{cls}" data-step="{_get(row, "step")}" style="background:'
-            f'{entropy_colour(_get(row, "entropy"))}" title="{title}">{html.escape(text)}</span>')
+    return (f'<span class="{cls}" data-step="{row.step}" style="background:'
+            f'{entropy_colour(row.entropy)}" title="{title}">{html.escape(text)}</span>')
 
 
-def _number(value: Any, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+def _number(value: Any) -> str:
+    return "–" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def column_card(index: int, label: str, prompt: str, rows: list[Any], finish: str | None,
@@ -270,14 +263,10 @@ EMPTY_COLUMNS = f'{LEGEND}<div class="pg-columns pg-empty">Type a prompt and pre
 
 
 def columns_html(run: Any) -> str:
-    """All columns of a live Run (engine objects) or a finished run's JSON."""
-    if isinstance(run, dict):
-        cards = [column_card(i, c["label"], run["prompt"], c["tokens"], c["finish_reason"], c["metrics"])
-                 for i, c in enumerate(run["columns"])]
-    else:
-        cards = [column_card(i, c.label, run.prompt, c.rows, c.finish_reason,
-                             column_metrics(c.rows, c.text, run.elapsed_s, run.prompt))
-                 for i, c in enumerate(run.columns)]
+    """All columns of a Run (the engine's objects), live or finished."""
+    cards = [column_card(i, c.label, run.prompt, c.rows, c.finish_reason,
+                         column_metrics(c.rows, c.text, run.elapsed_s, run.prompt))
+             for i, c in enumerate(run.columns)]
     return f'{LEGEND}<div class="pg-columns">{"".join(cards)}</div>'
 
 
@@ -286,6 +275,12 @@ def status_html(step: int, max_new_tokens: int, elapsed_s: float, tokens: int, s
     rate = f" · {tokens / elapsed_s:.1f} tok/s" if elapsed_s > 0 else ""
     return (f'<div id="pg-status" class="pg-status pg-{state}" data-step="{step}" data-state="{state}">'
             f'{state} · step {step} of ≤ {max_new_tokens} · {elapsed_s:.1f} s{rate}</div>')
+
+
+def run_status(run: Any, state: str) -> str:
+    """The step counter for a Run (the engine's object): its step, budget, time and tokens so far."""
+    tokens = sum(len(c.tokens) for c in run.columns)
+    return status_html(run.step, run.options.max_new_tokens, run.elapsed_s, tokens, state)
 
 
 IDLE_STATUS = '<div id="pg-status" class="pg-status" data-step="0" data-state="idle">idle</div>'
@@ -375,11 +370,15 @@ def read_query(query: dict[str, str], fields: list[SettingField]) -> tuple[dict[
 
 
 # ---- the backend calls -----------------------------------------------------------------------
-def _prepare(prompt, model, chat, samplers, max_new_tokens, seed, fields, values):
-    specs = column_specs(samplers, fields, values)
+def _options_and_model(seed, max_new_tokens, chat, model):
     options = RunOptions(seed=_integer(seed, "seed"), max_new_tokens=_integer(max_new_tokens, "max_new_tokens"),
                          chat=bool(chat))
-    lm = load_model(check_model(model))
+    return options, load_model(check_model(model))
+
+
+def _prepare(prompt, model, chat, samplers, max_new_tokens, seed, fields, values):
+    specs = column_specs(samplers, fields, values)
+    options, lm = _options_and_model(seed, max_new_tokens, chat, model)
     return lm, specs, options
 
 
@@ -409,9 +408,7 @@ def compare(prompt: str, samplers: str = "", seed: int = 0, max_new_tokens: int 
             if name not in names:
                 raise PlaygroundError(f"settings for {name!r}, which is not in this run ({', '.join(names)})")
         specs = [ColumnSpec(n, overrides.get(n, {})) for n in names]
-        options = RunOptions(seed=_integer(seed, "seed"), max_new_tokens=_integer(max_new_tokens, "max_new_tokens"),
-                             chat=bool(chat))
-        lm = load_model(check_model(model))
+        options, lm = _options_and_model(seed, max_new_tokens, chat, model)
         return Engine(lm).run(prompt, specs, options).to_json()
     except PlaygroundError as exc:
         raise gr.Error(str(exc)) from None
@@ -484,6 +481,9 @@ def build_app() -> gr.Blocks:
 
         settings_inputs = [prompt, model, chat, samplers, max_tokens, seed, *setting_inputs]
 
+        def link(request: gr.Request, *values):
+            return _page_url(request) + "?" + share_query(*values[:6], fields, list(values[6:]))
+
         @gpu
         def stream(request: gr.Request, prompt_v, model_v, chat_v, samplers_v, max_v, seed_v, *values):
             try:
@@ -495,10 +495,7 @@ def build_app() -> gr.Blocks:
                     decoding = BackgroundRun(Engine(lm).stream(prompt_v, specs, options, stop))
                     while True:  # the page shows the newest state; the decoding never waits for it
                         run = decoding.run
-                        tokens = sum(len(c.tokens) for c in run.columns)
-                        yield (columns_html(run),
-                               status_html(run.step, options.max_new_tokens, run.elapsed_s, tokens, "running"),
-                               *[gr.skip()] * 8)
+                        yield columns_html(run), run_status(run, "running"), *[gr.skip()] * 8
                         if decoding.wait(UPDATE_INTERVAL_S):
                             break
                 finally:
@@ -510,24 +507,17 @@ def build_app() -> gr.Blocks:
             except PlaygroundError as exc:
                 raise gr.Error(str(exc)) from None
             result = run.to_json()
-            tokens = sum(len(c.tokens) for c in run.columns)
             json_path, csv_path = export_files(result)
             labels = [c["label"] for c in result["columns"]]
-            link = _page_url(request) + "?" + share_query(prompt_v, model_v, chat_v, samplers_v, max_v, seed_v,
-                                                          fields, list(values))
-            yield (columns_html(result),
-                   status_html(run.step, options.max_new_tokens, run.elapsed_s, tokens,
-                               "stopped" if run.stopped else "done"),
+            yield (columns_html(run),
+                   run_status(run, "stopped" if run.stopped else "done"),
                    plots.signals_figure(result),
                    gr.Dropdown(choices=labels, value=labels[0]),
                    plots.order_heatmap(result, 0),
                    metrics_table(result),
                    gr.DownloadButton(value=json_path, interactive=True),
                    gr.DownloadButton(value=csv_path, interactive=True),
-                   link, result)
-
-        def link(request: gr.Request, *values):
-            return _page_url(request) + "?" + share_query(*values[:6], fields, list(values[6:]))
+                   link(request, prompt_v, model_v, chat_v, samplers_v, max_v, seed_v, *values), result)
 
         def load_query(request: gr.Request):
             query = dict(getattr(request, "query_params", None) or {})
@@ -559,7 +549,7 @@ def build_app() -> gr.Blocks:
         stop_btn.click(request_stop, inputs=None, outputs=None, api_name="stop", queue=False)
         dice.click(lambda: random.randrange(2**31), inputs=None, outputs=seed, api_name="roll_seed", queue=False)
         share_btn.click(link, inputs=settings_inputs, outputs=share, api_name="share_link", queue=False)
-        heat_column.change(show_heatmap, inputs=[heat_column, last_run], outputs=heatmap, api_name="heatmap")
+        heat_column.input(show_heatmap, inputs=[heat_column, last_run], outputs=heatmap, api_name="heatmap")
         demo.load(load_query, inputs=None, outputs=settings_inputs, api_name="load_settings", queue=False)
         gr.api(compare, api_name="compare", concurrency_id="decode", concurrency_limit=CONCURRENCY)
     return demo

@@ -12,6 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import socket, statistics, time, json
+from urllib.parse import urlencode
 from playground import ui
 from playground.engine import ColumnSpec, Engine, RunOptions
 from playground.models import load_model
@@ -25,7 +26,7 @@ with socket.socket() as s:
 demo = ui.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
 lm = load_model()
 names = list(ui.SAMPLERS)
-url = demo.local_url + f"?prompt={PROMPT.replace(' ', '+')}&max_new_tokens={TOKENS}&seed=0"
+url = demo.local_url + "?" + urlencode({"prompt": PROMPT, "max_new_tokens": TOKENS, "seed": 0})
 
 def engine_first():
     t = time.perf_counter()
