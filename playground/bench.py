@@ -105,9 +105,6 @@ def compare4_vs_single(engine: Engine, args) -> dict[str, Any]:
 @speed_measure
 def phase_slip_vs_temperature(engine: Engine, args) -> dict[str, Any]:
     """Phase-Slip tok/s over temperature sampling's, same T 0.65, top-k 40, top-p 0.92 (public: 0.37)."""
-    from .calibration import calibrate_heads
-
-    calibrate_heads(engine.lm)  # calibrated once per model, before the clock starts (cached)
     sampling = {"temperature": 0.65, "top_k": 40, "top_p": 0.92}
     samples = interleaved({
         "phase_slip": lambda: engine_tokens(engine, [ColumnSpec("phase_slip", sampling)], args),
@@ -125,14 +122,20 @@ def adaptive_vs_temperature(engine: Engine, args) -> dict[str, Any]:
     also an always-COLD variant (every token a 3-candidate lookahead) and the bench run's states."""
     no_r = {"record_order_parameter": False}
     always_cold = {"cold_point": 2.5, "hot_point": 3.0}
+    rows: list = []  # the last timed adaptive run's, for the state counts
+
+    def adaptive() -> int:
+        column = engine.run(BENCH_PROMPT, [ColumnSpec("adaptive_entropy")],
+                            RunOptions(seed=args.seed, max_new_tokens=args.tokens, **no_r)).columns[0]
+        rows[:] = column.rows
+        return len(column.tokens)
+
     samples = interleaved({
-        "adaptive": lambda: engine_tokens(engine, [ColumnSpec("adaptive_entropy")], args, **no_r),
+        "adaptive": adaptive,
         "always_cold": lambda: engine_tokens(engine, [ColumnSpec("adaptive_entropy", always_cold)], args, **no_r),
         "temperature": lambda: engine_tokens(engine, [ColumnSpec("temperature")], args, **no_r),
     }, args.repeats)
     tok_s = {k: tokens_per_second(v) for k, v in samples.items()}
-    rows = engine.run(BENCH_PROMPT, [ColumnSpec("adaptive_entropy")],
-                      RunOptions(seed=args.seed, max_new_tokens=args.tokens, **no_r)).columns[0].rows
     return {"adaptive_tok_s": round(tok_s["adaptive"], 2),
             "adaptive_temperature_tok_s": round(tok_s["temperature"], 2),
             "adaptive_vs_temperature": round(tok_s["adaptive"] / tok_s["temperature"], 3),
@@ -176,7 +179,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
         return run_quality_cli(args)
     engine = Engine(load_model(args.model))
-    engine.run(BENCH_PROMPT, ["greedy"], RunOptions(max_new_tokens=4))  # warm-up
+    # warm-up of every sampler, and any per-model calibration (Phase-Slip's heads), before a clock starts
+    engine.run(BENCH_PROMPT, list(SAMPLERS), RunOptions(max_new_tokens=4))
     names = args.only.split(",") if args.only else list(SPEED_MEASURES)
     result: dict[str, Any] = {"model": engine.lm.name, "tokens": args.tokens, "repeats": args.repeats,
                               "threads": torch.get_num_threads()}

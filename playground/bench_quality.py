@@ -31,7 +31,7 @@ import json
 import math
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,7 +39,7 @@ from . import metrics
 from .engine import MAX_COLUMNS, MAX_NEW_TOKENS, ColumnSpec, Engine, RunOptions
 from .models import LoadedModel, load_model
 from .prompts import BENCHMARK_PROMPTS
-from .samplers import SAMPLERS, PlaygroundError, make_settings
+from .samplers import SAMPLERS, PlaygroundError, make_settings, sampler_class
 
 FORMAT_VERSION = 1
 STANDARD = "standard T=0.8"  # the reference of the speed ratio
@@ -90,7 +90,6 @@ class QualityOptions:
     timing_repeats: int = 3
     max_samples: int | None = None  # stop once this many samples are written (whole runs)
     progress: bool = True
-    notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------
@@ -129,8 +128,7 @@ def check_options(o: QualityOptions) -> None:
     if o.max_samples is not None:
         integer(o.max_samples, "--max-samples", 1)
     for name in o.samplers or []:
-        if name not in SAMPLERS:
-            raise PlaygroundError(f"--samplers: unknown sampler {name!r}; registered: {', '.join(SAMPLERS)}")
+        sampler_class(name)  # an unknown one: a SettingsError listing the registered ones
 
 
 # ---------------------------------------------------------------------------------------
@@ -301,8 +299,11 @@ def run_quality(lm: LoadedModel, options: QualityOptions | None = None, scorer: 
     done = set(zip(done_frame["config"], done_frame["prompt_index"].astype(int), done_frame["round"].astype(int)))
     engine = Engine(lm)
     todo = plan(configs, o.prompts, o.rounds)
-    total = len(todo) and sum(sum(c.group == g for c in configs) for _, _, g in todo)
-    already = sum((c.label, p, r) in done for p, r, g in todo for c in configs if c.group == g)
+    groups: dict[int, list[Config]] = {}
+    for c in configs:
+        groups.setdefault(c.group, []).append(c)
+    total = sum(len(groups[g]) for _, _, g in todo)
+    already = sum((c.label, p, r) in done for p, r, g in todo for c in groups[g])
     written = 0
     bar = tqdm(total=total, initial=already, unit="sample", desc="bench quality", disable=not o.progress)
     new_file = not results_path.is_file() or results_path.stat().st_size == 0
@@ -315,7 +316,7 @@ def run_quality(lm: LoadedModel, options: QualityOptions | None = None, scorer: 
                 if o.max_samples is not None and written >= o.max_samples:
                     log(f"stopped after {written} new samples (--max-samples); rerun with the same --out to resume")
                     break
-                group = [c for c in configs if c.group == g]
+                group = groups[g]
                 missing = [c for c in group if (c.label, p, r) not in done]
                 if not missing:
                     continue
@@ -447,6 +448,8 @@ def frontier_figure(summary: dict[str, Any]):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from .plots import column_colour
+
     rows = summary["configurations"]
     scored = any(r["scorer_perplexity_mean"] == r["scorer_perplexity_mean"] for r in rows)
     ppl = "scorer_perplexity" if scored else "perplexity"  # a sampler should not grade itself
@@ -463,14 +466,11 @@ def frontier_figure(summary: dict[str, Any]):
                 mode="lines+markers+text" if len(points) > 1 else "markers+text",
                 text=[r["config"] for r in points], textposition="top center",
                 name=sampler, legendgroup=sampler, showlegend=col == 1,
-                marker={"size": 10, "color": _COLORS[i % len(_COLORS)]}), row=1, col=col)
+                marker={"size": 10, "color": column_colour(i)}), row=1, col=col)
         fig.update_xaxes(title_text=f"{ppl.replace('_', ' ')} (lower is better)")
     fig.update_yaxes(title_text="diversity (higher is more diverse)", row=1, col=1)
     fig.update_layout(title="Quality–diversity frontier (mean ± std over samples)", template="plotly_white")
     return fig
-
-
-_COLORS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880")
 
 
 # ---------------------------------------------------------------------------------------
