@@ -32,7 +32,7 @@ from .engine import MAX_NEW_TOKENS, ColumnSpec, Engine, RunOptions, parse_column
 from .metrics import column_metrics
 from .models import DEFAULT_MODEL, HUB_DEFAULT_ID, load_model
 from .prompts import BENCHMARK_PROMPTS
-from .samplers import SAMPLERS, PlaygroundError, sampler_class
+from .samplers import SAMPLERS, PlaygroundError, changed_settings, describe_settings, sampler_class
 from .telemetry import rows_to_frame
 
 try:  # Hugging Face ZeroGPU: the decorator asks for a GPU per call; elsewhere nothing
@@ -238,9 +238,17 @@ def _number(value: Any) -> str:
     return "–" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def settings_line(sampler: str, settings: Any) -> str:
+    """The settings a column ran with: what differs from the sampler's defaults, every setting on hover."""
+    every = ", ".join(f"{f.name}={getattr(settings, f.name)}" for f in dataclasses.fields(settings))
+    shown = describe_settings(changed_settings(sampler, settings))
+    return (f'<div class="pg-settings" title="{html.escape(every, quote=True)}">'
+            f'{html.escape(sampler)} · {html.escape(shown)}</div>')
+
+
 def column_card(index: int, label: str, prompt: str, rows: list[Any], finish: str | None,
-                metrics: dict[str, Any]) -> str:
-    """One column: the prompt (muted), each token coloured by its entropy, the metrics beneath."""
+                metrics: dict[str, Any], settings: str = "") -> str:
+    """One column: its settings, the prompt (muted), each token coloured by its entropy, the metrics beneath."""
     spans = "".join(_span(row, finish == "eos" and i == len(rows) - 1) for i, row in enumerate(rows))
     state = {"eos": "finished (EOS)", "length": "finished (length)", "stopped": "stopped"}.get(finish, "running…")
     facts = [("tokens", metrics.get("tokens")), ("tok/s", metrics.get("tok_s")),
@@ -249,7 +257,7 @@ def column_card(index: int, label: str, prompt: str, rows: list[Any], finish: st
     facts_html = "".join(f'<span class="pg-metric"><b>{name}</b> {_number(v)}</span>' for name, v in facts)
     return (f'<div class="pg-card" data-column="{index}" style="--pg-accent:{plots.column_colour(index)}">'
             f'<div class="pg-head"><span class="pg-label">{html.escape(label)}</span>'
-            f'<span class="pg-state">{state}</span></div>'
+            f'<span class="pg-state">{state}</span></div>{settings}'
             f'<div class="pg-text"><span class="pg-prompt">{html.escape(prompt)}</span>{spans}</div>'
             f'<div class="pg-metrics">{facts_html}</div></div>')
 
@@ -265,7 +273,8 @@ EMPTY_COLUMNS = f'{LEGEND}<div class="pg-columns pg-empty">Type a prompt and pre
 def columns_html(run: Any) -> str:
     """All columns of a Run (the engine's objects), live or finished."""
     cards = [column_card(i, c.label, run.prompt, c.rows, c.finish_reason,
-                         column_metrics(c.rows, c.text, run.elapsed_s, run.prompt))
+                         column_metrics(c.rows, c.text, run.elapsed_s, run.prompt),
+                         settings_line(c.sampler_name, c.settings))
              for i, c in enumerate(run.columns)]
     return f'{LEGEND}<div class="pg-columns">{"".join(cards)}</div>'
 
@@ -284,6 +293,7 @@ def run_status(run: Any, state: str) -> str:
 
 
 IDLE_STATUS = '<div id="pg-status" class="pg-status" data-step="0" data-state="idle">idle</div>'
+LOADING_STATUS = '<div id="pg-status" class="pg-status" data-step="0" data-state="loading">loading…</div>'
 
 
 def metrics_table(run: dict[str, Any]) -> pd.DataFrame:
@@ -433,7 +443,7 @@ def build_app() -> gr.Blocks:
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id="pg-run", scale=2)
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="pg-stop", scale=1)
-                status = gr.HTML(IDLE_STATUS, elem_id="pg-status-box")
+                status = gr.HTML(LOADING_STATUS, elem_id="pg-status-box")  # idle once the load event applied
             with gr.Column(scale=2):
                 samplers = gr.CheckboxGroup(choices=names, value=names, label="Samplers (one column each)",
                                             elem_id="pg-samplers")
@@ -449,12 +459,16 @@ def build_app() -> gr.Blocks:
                                         info="the bundled SmolLM2-135M-Instruct"
                                         + ("; any hub id allowed" if allowed is None else ""), scale=3)
                     chat = gr.Checkbox(value=False, label="Chat template", elem_id="pg-chat", scale=1)
-                setting_inputs = []
+                setting_inputs, accordions = [], []
                 for name in names:
                     own = [f for f in fields if f.sampler == name]
                     if not own:
                         continue
-                    with gr.Accordion(f"{name} settings", open=False, elem_id=f"pg-acc-{name}"):
+                    # built open, so that its controls mount with the page; the load event closes it.
+                    # Gradio mounts a closed accordion's children on first open and then writes their
+                    # initial values back a frame later, over anything typed meanwhile (issue 16).
+                    with gr.Accordion(f"{name} settings", open=True, elem_id=f"pg-acc-{name}") as accordion:
+                        accordions.append(accordion)
                         for f in own:
                             setting_inputs.append(_setting_input(f))
         columns = gr.HTML(EMPTY_COLUMNS, elem_id="pg-columns")
@@ -535,7 +549,7 @@ def build_app() -> gr.Blocks:
             if "model" in found and found["model"] != DEFAULT_MODEL:
                 updates[1] = gr.update(value=found["model"], choices=[DEFAULT_MODEL, *(allowed or []),
                                                                        *([found["model"]] if allowed is None else [])])
-            return updates
+            return updates + [gr.Accordion(open=False)] * len(accordions) + [IDLE_STATUS]
 
         def show_heatmap(label, run):
             if not run:
@@ -550,7 +564,8 @@ def build_app() -> gr.Blocks:
         dice.click(lambda: random.randrange(2**31), inputs=None, outputs=seed, api_name="roll_seed", queue=False)
         share_btn.click(link, inputs=settings_inputs, outputs=share, api_name="share_link", queue=False)
         heat_column.input(show_heatmap, inputs=[heat_column, last_run], outputs=heatmap, api_name="heatmap")
-        demo.load(load_query, inputs=None, outputs=settings_inputs, api_name="load_settings", queue=False)
+        demo.load(load_query, inputs=None, outputs=settings_inputs + accordions + [status], api_name="load_settings",
+                  queue=False)
         gr.api(compare, api_name="compare", concurrency_id="decode", concurrency_limit=CONCURRENCY)
     return demo
 
