@@ -13,12 +13,14 @@ import os
 import shutil
 import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .kernels import choose_linear_kernels
 from .samplers.base import PlaygroundError
 
 DEFAULT_MODEL = "default"
@@ -44,6 +46,7 @@ class LoadedModel:
     n_kv_heads: int = 0
     max_context: int = 2048
     eos_ids: set[int] = field(default_factory=set)
+    kernels: dict[str, list[int]] = field(default_factory=dict)  # weight shape -> row counts run by oneDNN
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one run at a time
 
     def __post_init__(self):
@@ -59,6 +62,24 @@ class LoadedModel:
             eos = self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
         self.model.eval()
+
+    @contextmanager
+    def fast_attention(self):
+        """sdpa instead of eager for the passes inside, where the model has it; yields whether sdpa runs.
+
+        Eager attention is kept for decoding because only it returns attention weights; a pass that
+        needs none (the prompt's prefill) is faster with sdpa and never materialises L x L scores.
+        Switching is per model object: callers hold ``lock``.
+        """
+        eager = self.model.config._attn_implementation
+        if eager == "sdpa" or not getattr(self.model, "_supports_sdpa", False):
+            yield eager == "sdpa"
+            return
+        self.model.set_attn_implementation("sdpa")
+        try:
+            yield True
+        finally:
+            self.model.set_attn_implementation(eager)
 
     def encode(self, prompt: str, chat: bool = False) -> list[int]:
         """Token ids of the prompt, wrapped in the chat template if asked."""
@@ -153,25 +174,6 @@ def _check_reachable(model_id: str) -> None:
             f"cache, and the hub ({host}) is not reachable from this machine") from None
 
 
-def use_onednn_linears(model: Any) -> int:
-    """Run every nn.Linear of a CPU float32 model through oneDNN instead of MKL; returns how many.
-
-    Decoding multiplies thin matrices (one row per column of the playground). MKL's sgemm is
-    slow at 2-8 rows on this kind of CPU (two rows cost 1.6x one); oneDNN's is not (1.1x).
-    Inference only: the weights become oneDNN buffers. PLAYGROUND_ONEDNN=0 turns this off.
-    """
-    from torch.utils.mkldnn import MkldnnLinear
-
-    if os.environ.get("PLAYGROUND_ONEDNN", "1") == "0" or not torch.backends.mkldnn.is_available():
-        return 0
-    swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-             if type(child) is torch.nn.Linear and child.weight.device.type == "cpu"
-             and child.weight.dtype == torch.float32]
-    for parent, name, child in swaps:
-        setattr(parent, name, MkldnnLinear(child, torch.float32))
-    return len(swaps)
-
-
 def _from_pretrained(source: str | Path, name: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -185,8 +187,8 @@ def _from_pretrained(source: str | Path, name: str) -> LoadedModel:
         raise ModelLoadError(
             f"could not load model {name!r}: {reason[:300]} "
             "(is it a causal language model id or folder, and is the hub reachable?)") from None
-    use_onednn_linears(model)
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name)
+    kernels = choose_linear_kernels(model, name, cache_dir() / "kernels")
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, kernels=kernels)
 
 
 _loaded: dict[str, LoadedModel] = {}
@@ -198,6 +200,11 @@ def resolve_model_id(model_id: str | None) -> str:
     if model_id in (None, "", DEFAULT_MODEL):
         return DEFAULT_MODEL if bundled_gguf() is not None else HUB_DEFAULT_ID
     return model_id.strip()
+
+
+def loaded_model(model_id: str | None = None) -> LoadedModel | None:
+    """The model already loaded under this id, if any (never loads)."""
+    return _loaded.get(resolve_model_id(model_id))
 
 
 def load_model(model_id: str | None = None) -> LoadedModel:

@@ -30,7 +30,8 @@ import pandas as pd
 from . import plots
 from .engine import MAX_NEW_TOKENS, ColumnSpec, Engine, RunOptions, parse_columns
 from .metrics import column_metrics
-from .models import DEFAULT_MODEL, HUB_DEFAULT_ID, load_model
+from .inputs import check_prompt_text, max_prompt_tokens
+from .models import DEFAULT_MODEL, HUB_DEFAULT_ID, load_model, loaded_model
 from .prompts import BENCHMARK_PROMPTS
 from .samplers import SAMPLERS, PlaygroundError, changed_settings, describe_settings, sampler_class
 from .telemetry import rows_to_frame
@@ -292,6 +293,20 @@ def run_status(run: Any, state: str) -> str:
     return status_html(run.step, run.options.max_new_tokens, run.elapsed_s, tokens, state)
 
 
+def error_status(message: str) -> str:
+    """The status line after a refused or failed run, in words."""
+    return (f'<div id="pg-status" class="pg-status pg-error" data-step="0" data-state="error">'
+            f'⚠ {html.escape(message)}</div>')
+
+
+def run_failure(decoding: Any, exc: BaseException) -> str:
+    """What to tell the user about a run that failed halfway (the tokens so far stay on the page)."""
+    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
+    if decoding is None:
+        return f"the run could not start ({reason[:300]})"
+    return f"the run failed after step {decoding.run.step} ({reason[:300]}); the tokens so far are kept"
+
+
 IDLE_STATUS = '<div id="pg-status" class="pg-status" data-step="0" data-state="idle">idle</div>'
 LOADING_STATUS = '<div id="pg-status" class="pg-status" data-step="0" data-state="loading">loading…</div>'
 
@@ -379,6 +394,21 @@ def read_query(query: dict[str, str], fields: list[SettingField]) -> tuple[dict[
     return out, problems
 
 
+def prompt_count_html(prompt: str, model: str, chat: bool) -> str:
+    """The prompt's token count against this deployment's cap (or what is wrong with the text)."""
+    lm = loaded_model(model)
+    try:
+        text = check_prompt_text(prompt) if prompt and prompt.strip() else ""
+        if lm is None:
+            return f'<div class="pg-count" data-tokens="">{len(text):,} characters (tokens once the model loads)</div>'
+        n, cap = (len(lm.encode(text, chat=bool(chat))) if text else 0), max_prompt_tokens(lm)
+    except PlaygroundError as exc:
+        return f'<div class="pg-count pg-over" data-tokens="">{html.escape(str(exc))}</div>'
+    over = " pg-over" if n > cap else ""
+    note = f": over this playground's cap of {cap:,}, shorten it" if n > cap else f" of at most {cap:,}"
+    return f'<div class="pg-count{over}" data-tokens="{n}">prompt: {n:,} tokens{note}</div>'
+
+
 # ---- the backend calls -----------------------------------------------------------------------
 def _options_and_model(seed, max_new_tokens, chat, model):
     options = RunOptions(seed=_integer(seed, "seed"), max_new_tokens=_integer(max_new_tokens, "max_new_tokens"),
@@ -438,6 +468,8 @@ def build_app() -> gr.Blocks:
             with gr.Column(scale=3):
                 prompt = gr.Textbox(label="Prompt", lines=3, value=BENCHMARK_PROMPTS[0], elem_id="pg-prompt",
                                     placeholder="Text for the model to continue")
+                prompt_count = gr.HTML(prompt_count_html(BENCHMARK_PROMPTS[0], DEFAULT_MODEL, False),
+                                       elem_id="pg-prompt-count")
                 gr.Examples(examples=[[p] for p in EXAMPLE_PROMPTS], inputs=[prompt],
                             label="Examples (the five benchmark prompts, and one for the chat template)")
                 with gr.Row():
@@ -500,26 +532,33 @@ def build_app() -> gr.Blocks:
 
         @gpu
         def stream(request: gr.Request, prompt_v, model_v, chat_v, samplers_v, max_v, seed_v, *values):
+            """Stream a run; a failure is said once (the toast and the status line), the last run's outputs stay."""
+            keep = [gr.skip()] * 8
             try:
                 lm, specs, options = _prepare(prompt_v, model_v, chat_v, samplers_v, max_v, seed_v, fields, values)
-                session = _session(request)
-                stop = _new_stop(session)
-                decoding = None
-                try:
-                    decoding = BackgroundRun(Engine(lm).stream(prompt_v, specs, options, stop))
-                    while True:  # the page shows the newest state; the decoding never waits for it
-                        run = decoding.run
-                        yield columns_html(run), run_status(run, "running"), *[gr.skip()] * 8
-                        if decoding.wait(UPDATE_INTERVAL_S):
-                            break
-                finally:
-                    if decoding is not None and not decoding.wait(0):
-                        stop.set()  # the page went away mid-run: end the decoding loop too
-                        decoding.wait(None)
-                    _drop_stop(session, stop)
-                run = decoding.result()
             except PlaygroundError as exc:
+                yield gr.skip(), error_status(str(exc)), *keep
                 raise gr.Error(str(exc)) from None
+            session = _session(request)
+            stop = _new_stop(session)
+            decoding = None
+            try:
+                decoding = BackgroundRun(Engine(lm).stream(prompt_v, specs, options, stop))
+                while True:  # the page shows the newest state; the decoding never waits for it
+                    run = decoding.run
+                    yield columns_html(run), run_status(run, "running"), *keep
+                    if decoding.wait(UPDATE_INTERVAL_S):
+                        break
+                run = decoding.result()
+            except Exception as exc:  # noqa: BLE001  (bad input, or a run that failed halfway: say which)
+                message = str(exc) if isinstance(exc, PlaygroundError) else run_failure(decoding, exc)
+                yield (columns_html(decoding.run) if decoding else gr.skip()), error_status(message), *keep
+                raise gr.Error(message) from None
+            finally:
+                if decoding is not None and not decoding.wait(0):
+                    stop.set()  # the page went away mid-run: end the decoding loop too
+                    decoding.wait(None)
+                _drop_stop(session, stop)
             result = run.to_json()
             json_path, csv_path = export_files(result)
             labels = [c["label"] for c in result["columns"]]
@@ -559,10 +598,14 @@ def build_app() -> gr.Blocks:
 
         outputs = [columns, status, signals, heat_column, heatmap, table, json_btn, csv_btn, share, last_run]
         run_btn.click(stream, inputs=settings_inputs, outputs=outputs, api_name="run",
-                      concurrency_id="decode", concurrency_limit=CONCURRENCY, show_progress="minimal")
+                      concurrency_id="decode", concurrency_limit=CONCURRENCY,
+                      show_progress="hidden")  # the status line says it all; no badge on every output
         stop_btn.click(request_stop, inputs=None, outputs=None, api_name="stop", queue=False)
         dice.click(lambda: random.randrange(2**31), inputs=None, outputs=seed, api_name="roll_seed", queue=False)
         share_btn.click(link, inputs=settings_inputs, outputs=share, api_name="share_link", queue=False)
+        gr.on([prompt.change, model.change, chat.change], prompt_count_html, inputs=[prompt, model, chat],
+              outputs=prompt_count, api_name="count_tokens", queue=False, trigger_mode="always_last",
+              show_progress="hidden")  # the tokenizer only: cheap enough to follow the typing
         heat_column.input(show_heatmap, inputs=[heat_column, last_run], outputs=heatmap, api_name="heatmap")
         demo.load(load_query, inputs=None, outputs=settings_inputs + accordions + [status], api_name="load_settings",
                   queue=False)

@@ -129,6 +129,50 @@ def test_share_link_restores_the_settings(browser, server):
     restored.close()
 
 
+def error_badges(page) -> int:
+    """How many "Error" badges show on the page's components (the toast aside)."""
+    found = page.locator(":not(.toast-body) > * >> text='Error'")
+    return sum(found.nth(i).evaluate("""e => { if (e.closest('.toast-body')) return false;
+        for (let n = e; n; n = n.parentElement) if (getComputedStyle(n).opacity === '0') return false;
+        return e.getClientRects().length > 0; }""") for i in range(found.count()))
+
+
+def test_a_refused_run_is_said_once_and_the_last_run_stays(browser, server):
+    page = open_page(browser, server.local_url + "?prompt=The+lighthouse&samplers=greedy,temperature&max_new_tokens=4")
+    page.wait_for_function("() => document.querySelector('#pg-prompt textarea').value === 'The lighthouse'")
+    sync_api.expect(page.locator("#pg-prompt-count")).to_contain_text("prompt: 2 tokens of at most 8,192")
+    page.locator("#pg-run").click()
+    page.wait_for_selector("#pg-status[data-state='done']", timeout=RUN_TIMEOUT_MS)
+    cards = page.locator("#pg-columns .pg-columns").inner_html()
+
+    page.locator("#pg-prompt textarea").fill("")
+    page.locator("#pg-run").click()
+    page.wait_for_selector("#pg-status[data-state='error']", timeout=60_000)
+    sync_api.expect(page.locator("#pg-status")).to_contain_text("the prompt is empty")
+    sync_api.expect(page.locator(".toast-body")).to_have_count(1)
+    assert error_badges(page) == 0  # the toast alone: no "Error" badge on any output
+    assert page.locator("#pg-columns .pg-columns").inner_html() == cards  # the last run's columns are still there
+    page.locator(".toast-body .toast-close").click()
+    sync_api.expect(page.locator(".toast-body")).to_have_count(0)
+
+    page.locator("#pg-prompt textarea").fill("The lighthouse")
+    page.locator("#pg-acc-temperature").get_by_text("temperature settings").click()
+    set_number(page, "#pg-set-temperature-top_p input", 1.5)
+    page.locator("#pg-run").click()
+    sync_api.expect(page.locator("#pg-status")).to_contain_text("temperature.top_p must be in (0, 1], got 1.5")
+    sync_api.expect(page.locator(".toast-body")).to_have_count(1)
+    assert error_badges(page) == 0
+    assert page.locator("#pg-columns .pg-columns").inner_html() == cards
+    assert page.locator("#pg-metrics [role=grid]").get_attribute("aria-rowcount") == "3"  # the table stays too
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "refused-run.png"), full_page=True)
+
+    page.locator("#pg-prompt textarea").fill("word " * 9000)  # the counter follows the typing
+    sync_api.expect(page.locator("#pg-prompt-count")).to_contain_text(
+        "prompt: 9,001 tokens: over this playground's cap of 8,192")
+    page.close()
+
+
 TYPE_AT_ONCE = """async ([header, selector, value]) => {
   // a user who opens the accordion and types at once: the first frame in which the control exists
   document.querySelector(header).click();

@@ -85,12 +85,63 @@ def test_same_seed_same_texts_other_seed_other_text(client):
     ({"settings": '{"temperature": {"temperature": -1}}'}, "temperature.temperature"),
     ({"samplers": "nucleus"}, "unknown sampler 'nucleus'"),
     ({"tokens": 5000}, "max_new_tokens"),
-    ({"prompt": "word " * 9000}, "context"),
+    ({"prompt": "word " * 9000}, "the prompt is 9,001 tokens; this playground accepts at most 8,192"),
+    ({"prompt": "NUL\x00byte"}, "1 control character(s) (U+0000 at position 3)"),
 ])
 def test_bad_input_is_a_clear_error_not_a_hang(client, kwargs, message):
     with pytest.raises(AppError, match=re.escape(message)):
         compare(client, **kwargs)
     assert compare(client, samplers="greedy", tokens=2)["columns"][0]["tokens"]  # still serving
+
+
+def test_a_lone_surrogate_sent_as_json_is_a_clear_error(server):
+    """No Python client can send one (httpx refuses to encode it), but any HTTP client can, as a JSON escape."""
+    import httpx
+
+    base = server.local_url.rstrip("/")
+    body = '{"data": ["caf\\ud800", "greedy", 0, 2, false, "", "default"]}'  # the escape, not the character
+    event = httpx.post(f"{base}/gradio_api/call/compare", content=body,
+                       headers={"content-type": "application/json"}, timeout=30).json()["event_id"]
+    stream = httpx.get(f"{base}/gradio_api/call/compare/{event}", timeout=TIMEOUT_S).text
+    assert "event: error" in stream
+    assert "a lone UTF-16 surrogate, U+D800 at position 3" in stream
+
+
+def test_the_prompt_cap_is_the_deployments(client, monkeypatch):
+    monkeypatch.setenv("PLAYGROUND_MAX_PROMPT_TOKENS", "5")
+    with pytest.raises(AppError, match=re.escape("the prompt is 6 tokens; this playground accepts at most 5")):
+        compare(client, prompt="one two three four five six")
+    assert compare(client, prompt="one two three four five", samplers="greedy", tokens=2)["columns"]
+
+
+def test_a_refused_run_says_so_once_in_the_status_line(client):
+    values = [f.default for f in ui.setting_fields()]
+    job = client.submit("", "default", False, ["greedy"], 4, 0, *values, api_name="/run")
+    with pytest.raises(AppError, match="prompt is empty"):
+        job.result(timeout=TIMEOUT_S)
+    status = job.outputs()[-1][1]
+    assert 'data-state="error"' in status and "the prompt is empty" in status
+
+
+def test_a_run_that_fails_halfway_keeps_its_tokens_and_says_what_happened(client, monkeypatch):
+    from playground.engine import Engine
+
+    forward, calls = Engine._forward, []
+
+    def failing(self, rows):
+        calls.append(1)
+        if len(calls) > 4:
+            raise RuntimeError("the model broke (simulated)")
+        return forward(self, rows)
+
+    monkeypatch.setattr(Engine, "_forward", failing)
+    values = [f.default for f in ui.setting_fields()]
+    job = client.submit("Once upon a time", "default", False, ["greedy"], 40, 0, *values, api_name="/run")
+    with pytest.raises(AppError, match=r"the run failed after step \d+ \(RuntimeError: the model broke"):
+        job.result(timeout=TIMEOUT_S)
+    html, status = job.outputs()[-1][:2]
+    assert 'data-state="error"' in status and "the tokens so far are kept" in status
+    assert html.count('class="pg-tok') >= 4  # the tokens decoded before the failure are still shown
 
 
 def test_a_model_outside_the_allow_list_is_refused(client):
@@ -167,7 +218,7 @@ def test_stop_reaches_only_its_own_session():
 
 def test_every_event_has_an_explicit_api_name(server):
     names = {d["api_name"] for d in server.config["dependencies"] if d.get("api_visibility") != "undocumented"}
-    assert names == {"run", "stop", "roll_seed", "share_link", "heatmap", "load_settings", "compare"}
+    assert names == {"run", "stop", "roll_seed", "share_link", "heatmap", "load_settings", "count_tokens", "compare"}
 
 
 def test_share_query_round_trips():
