@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any, Callable
 
 import torch
 
-from .cli import command
 from .engine import ColumnSpec, Engine, RunOptions
-from .models import load_model
+from .models import load_model, load_stock_model
 from .samplers import SAMPLERS
+from .timing import interleaved, tokens_per_second
 
 BENCH_PROMPT = "The old lighthouse keeper climbed the stairs one last time, and"
 
@@ -29,51 +28,64 @@ def speed_measure(fn):
     return fn
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[tuple[float, Any]]]:
-    """Run each fn ``repeats`` times, round-robin, so that drifts in machine load hit all alike."""
-    out: dict[str, list[tuple[float, Any]]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            out[name].append(timed(fn))
-    return out
-
-
-def tokens_per_second(samples: list[tuple[float, int]]) -> float:
-    return max(n / t for t, n in samples)
-
-
-def engine_tokens(engine: Engine, specs: list[ColumnSpec], args, **options) -> int:
-    opts = RunOptions(seed=args.seed, max_new_tokens=args.tokens, **options)
-    run = engine.run(BENCH_PROMPT, specs, opts)
+def engine_tokens(engine: Engine, specs: list[ColumnSpec], args, prompt: str = BENCH_PROMPT, **options) -> int:
+    opts = RunOptions(**{"seed": args.seed, "max_new_tokens": args.tokens, **options})
+    run = engine.run(prompt, specs, opts)
     return sum(len(c.tokens) for c in run.columns)
+
+
+LONG_PROMPT = "word " * 3000  # 3,001 tokens
+LONG_PROMPT_NEW_TOKENS = 8
+
+
+def _rss_gb(key: str = "VmRSS") -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1e6
+
+
+def peak_rss_growth_gb(fn: Callable[[], Any]) -> float | None:
+    """Peak resident memory while ``fn`` runs minus the resident memory before it (Linux; else None)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM, the peak, to the current resident size
+        before = _rss_gb()
+    except OSError:
+        fn()
+        return None
+    fn()
+    return _rss_gb("VmHWM") - before
+
+
+def _stock_generate(model: Any, ids: torch.Tensor, new_tokens: int, seed: int, pad: int) -> Callable[[], int]:
+    """``model.generate`` with the temperature column's defaults (T 0.8, top-k 40, top-p 0.92); returns its tokens."""
+    def generate() -> int:
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            out = model.generate(ids, do_sample=True, temperature=0.8, top_k=40, top_p=0.92,
+                                 max_new_tokens=new_tokens, pad_token_id=pad)
+        return out.shape[1] - ids.shape[1]
+    return generate
 
 
 @speed_measure
 def temperature_vs_generate(engine: Engine, args) -> dict[str, Any]:
-    """Our temperature sampler's tok/s over model.generate's, same settings (T 0.8, top-k 40, top-p 0.92)."""
+    """Our temperature sampler's tok/s over ``generate``'s, same settings (T 0.8, top-k 40, top-p 0.92):
+    against stock transformers (a separately loaded, unmodified model with its default attention: what
+    a user would run instead), and against ``generate`` on our own loaded model (same kernels)."""
     lm = engine.lm
     ids = torch.tensor([lm.encode(BENCH_PROMPT)])
-
-    def generate() -> int:
-        torch.manual_seed(args.seed)
-        with torch.inference_mode():
-            out = lm.model.generate(ids, do_sample=True, temperature=0.8, top_k=40, top_p=0.92,
-                                    max_new_tokens=args.tokens, pad_token_id=min(lm.eos_ids))
-        return out.shape[1] - ids.shape[1]
-
+    stock = load_stock_model(args.model)
     samples = interleaved({
         "ours": lambda: engine_tokens(engine, [ColumnSpec("temperature")], args),
-        "generate": generate,
+        "stock": _stock_generate(stock, ids, args.tokens, args.seed, min(lm.eos_ids)),
+        "same_model": _stock_generate(lm.model, ids, args.tokens, args.seed, min(lm.eos_ids)),
     }, args.repeats)
-    ours, theirs = tokens_per_second(samples["ours"]), tokens_per_second(samples["generate"])
-    return {"temperature_tok_s": round(ours, 2), "generate_tok_s": round(theirs, 2),
-            "temperature_vs_generate": round(ours / theirs, 3)}
+    tok_s = {k: tokens_per_second(v) for k, v in samples.items()}
+    return {"temperature_tok_s": round(tok_s["ours"], 2), "stock_generate_tok_s": round(tok_s["stock"], 2),
+            "temperature_vs_stock_generate": round(tok_s["ours"] / tok_s["stock"], 3),
+            "same_model_generate_tok_s": round(tok_s["same_model"], 2),
+            "temperature_vs_generate_same_model": round(tok_s["ours"] / tok_s["same_model"], 3),
+            "kernels": {shape: rows or "stock" for shape, rows in lm.kernels.items()}}
 
 
 def four_columns() -> list[ColumnSpec]:
@@ -159,7 +171,26 @@ def order_parameter_overhead(engine: Engine, args) -> dict[str, Any]:
             "order_parameter_overhead": round(seconds["with_R"] / seconds["without_R"], 3)}
 
 
-def _add_bench(p: argparse.ArgumentParser) -> None:
+@speed_measure
+def long_prompt(engine: Engine, args) -> dict[str, Any]:
+    """A 3,001-token prompt + 8 new tokens, one temperature column: peak memory, and the time of stock
+    transformers' generate (a separately loaded, unmodified model, default attention) over ours."""
+    lm = engine.lm
+    ours = lambda: engine_tokens(engine, [ColumnSpec("temperature")], args, prompt=LONG_PROMPT,  # noqa: E731
+                                 max_new_tokens=LONG_PROMPT_NEW_TOKENS)
+    peak = peak_rss_growth_gb(ours)  # first, before the stock model's allocations share the heap
+    stock = load_stock_model(args.model)
+    stock_generate = _stock_generate(stock, torch.tensor([lm.encode(LONG_PROMPT)]), LONG_PROMPT_NEW_TOKENS, args.seed,
+                                     min(lm.eos_ids))
+    samples = interleaved({"ours": ours, "stock": stock_generate}, max(1, min(args.repeats, 3)))
+    seconds = {k: min(t for t, _ in v) for k, v in samples.items()}
+    return {"long_prompt_tokens": len(lm.encode(LONG_PROMPT)), "long_prompt_ours_s": round(seconds["ours"], 2),
+            "long_prompt_stock_generate_s": round(seconds["stock"], 2),
+            "long_prompt_vs_generate": round(seconds["stock"] / seconds["ours"], 3),
+            "long_prompt_peak_gb": None if peak is None else round(peak, 3)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     from .bench_quality import add_quality_arguments
 
     p.add_argument("what", choices=["speed", "quality"], help="which benchmark")
@@ -172,8 +203,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     add_quality_arguments(p)  # bench quality's flags (bench_quality.py)
 
 
-@command("bench", _add_bench)
-def run_bench(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.what == "quality":
         from .bench_quality import run_quality_cli
 

@@ -40,6 +40,8 @@ from .engine import MAX_COLUMNS, MAX_NEW_TOKENS, ColumnSpec, Engine, RunOptions
 from .models import LoadedModel, load_model
 from .prompts import BENCHMARK_PROMPTS
 from .samplers import SAMPLERS, PlaygroundError, make_settings, sampler_class
+from .tables import format_table
+from .timing import interleaved, tokens_per_second
 
 FORMAT_VERSION = 1
 STANDARD = "standard T=0.8"  # the reference of the speed ratio
@@ -347,8 +349,6 @@ def run_quality(lm: LoadedModel, options: QualityOptions | None = None, scorer: 
 
 def measure_speed(engine: Engine, configs: list[Config], o: QualityOptions) -> dict[str, float]:
     """tok/s of each configuration run alone (interleaved repeats, best of them): batched columns share a clock."""
-    from .bench import interleaved, tokens_per_second
-
     prompt = BENCHMARK_PROMPTS[0]
 
     def alone(config: Config, tokens: int) -> Callable[[], int]:
@@ -502,8 +502,6 @@ def run_quality_cli(args) -> int:
     if args.json:
         print(json.dumps(_jsonable(summary)))
         return 0
-    from .cli import format_table
-
     header, cells = table_rows(summary["configurations"])
     print(format_table([dict(zip(header, row)) for row in cells], header))
     print(f"\nwritten to {args.out}: results.csv summary.csv summary.json summary.md frontier.html")

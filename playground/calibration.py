@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from .samplers.phase_slip import Head, kl_divergence, last_layers_heads, rotate_toward
+from .rotation import kl_divergence, rotate_toward
 
 CALIBRATION_TEXT = (
     "The lighthouse stood at the edge of the bay, and every evening the keeper climbed its narrow "
@@ -43,6 +43,14 @@ MIN_TOKENS = 32  # shorter texts are followed by CALIBRATION_TEXT
 STRUCTURAL_FLIP_RATE = 0.25
 CALIBRATION_SEED = 0
 ROWS_PER_FORWARD = 32  # candidate rows per batched forward (memory bound for wide models)
+
+
+Head = tuple[int, int]  # (layer, KV head): the unit that is perturbed; GQA query heads share it
+
+
+def last_layers_heads(n_layers: int, n_kv_heads: int, search_layers: int) -> list[Head]:
+    """Every KV head of the last ``search_layers`` layers: the eligible set without calibration."""
+    return [(layer, head) for layer in range(n_layers - search_layers, n_layers) for head in range(n_kv_heads)]
 
 
 @dataclass

@@ -7,21 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from typing import Callable
 
 from .samplers import SAMPLERS, PlaygroundError
-
-# subcommand name -> (add its arguments, run it); other modules register theirs here
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
-
-
-def command(name: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
-    """Register ``fn(args) -> exit status`` as the subcommand ``name``."""
-    def register(fn: Callable[[argparse.Namespace], int]):
-        COMMANDS[name] = (add_arguments, fn)
-        return fn
-    return register
-
+from .tables import format_table
 
 def parse_sets(items: list[str] | None, samplers: list[str]) -> dict[str, dict[str, str]]:
     """``--set SAMPLER.KEY=VALUE`` items -> {sampler: {key: value}}, each naming a sampler of the run."""
@@ -50,16 +39,8 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A plain-text table of dicts (pandas renders it)."""
-    import pandas as pd
-
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.to_string(index=False, float_format=lambda x: f"{x:.4g}")
-
-
-@command("compare", _add_compare)
 def run_compare(args: argparse.Namespace) -> int:
+    """Run samplers side by side on one prompt; print their texts and metrics (or the run as JSON)."""
     from .engine import ColumnSpec, Engine, RunOptions, parse_columns
     from .models import load_model
     from .samplers import make_settings
@@ -93,7 +74,6 @@ def _add_calibrate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-@command("calibrate", _add_calibrate)
 def run_calibrate(args: argparse.Namespace) -> int:
     """Print Phase-Slip's calibrated heads of a model, with every candidate's score."""
     from .calibration import calibrate_heads
@@ -114,14 +94,28 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import bench  # noqa: F401  (registers the bench command)
-    from . import kuramoto_report  # noqa: F401  (registers the kuramoto-report command)
+def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]]:
+    """The subcommands: name -> (one-line description, add its arguments, run it)."""
+    from . import bench, kuramoto_report
 
-    parser = argparse.ArgumentParser(prog="python -m playground", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (add_arguments, fn) in COMMANDS.items():
-        p = sub.add_parser(name)
+    def first_line(doc: str | None) -> str:
+        return (doc or "").strip().splitlines()[0].rstrip(".")
+
+    return {
+        "compare": (first_line(run_compare.__doc__), _add_compare, run_compare),
+        "calibrate": (first_line(run_calibrate.__doc__), _add_calibrate, run_calibrate),
+        "bench": ("Benchmarks: speed ratios measured in one run, or the quality table", bench.add_arguments, bench.run),
+        "kuramoto-report": ("Does the per-token Kuramoto R separate greedy from T = 1 text? (AUC per prompt)",
+                            kuramoto_report.add_arguments, kuramoto_report.run),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m playground",
+                                     description="The sampler playground's command line (the app: python app.py).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (description, add_arguments, fn) in commands().items():
+        p = sub.add_parser(name, help=description, description=description)
         add_arguments(p)
         p.set_defaults(run=fn)
     return parser

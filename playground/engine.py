@@ -29,6 +29,7 @@ from transformers import DynamicCache
 from . import kuramoto, metrics
 from .inputs import prompt_ids
 from .models import LoadedModel
+from .rows import Row, RowPlan
 from .samplers import Decision, PlaygroundError, RunContext, Sampler, StepView, make_settings, sampler_class
 from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, top_alternatives
 
@@ -124,18 +125,6 @@ class Run:
         }
 
 
-@dataclass
-class _Row:
-    """One row of the next forward pass."""
-
-    col: int
-    kind: str  # "main", "side" or "cand"
-    source: int  # cache row it continues
-    token: int  # token fed to it
-    index: int = 0  # side-row number, or candidate number
-    dirty_from: int | None = None  # side rows: first position that may differ from the clean row
-
-
 def parse_columns(samplers: list[str | ColumnSpec]) -> list[ColumnSpec]:
     specs = [s if isinstance(s, ColumnSpec) else ColumnSpec(sampler=str(s).strip()) for s in samplers]
     if not specs:
@@ -198,7 +187,6 @@ class Engine:
             with torch.inference_mode():
                 t0 = time.perf_counter()
                 logits, attn = self._prefill()
-                layout = [_Row(col=-1, kind="main", source=0, token=-1)]
                 main = {i: 0 for i in range(len(columns))}
                 self._decide_all(run, main, {}, logits, attn, (time.perf_counter() - t0) * 1000)
                 run.elapsed_s = time.perf_counter() - t0
@@ -213,15 +201,20 @@ class Engine:
                     break
                 with torch.inference_mode():
                     t_step = time.perf_counter()
-                    layout = self._plan(run, main, layout)
+                    layout = self.rows.plan(run.columns, main, len(self.prompt))
                     logits, attn = self._forward(layout)
-                    main, sides = self._resolve(run, layout, logits, attn, t_step)
+                    main, sides = self._resolve(run, logits, attn, t_step)
                     self._decide_all(run, main, sides, logits, attn, (time.perf_counter() - t_step) * 1000)
                     run.step += 1
                     run.elapsed_s = time.perf_counter() - t0
                 yield run
         run.done = True
         yield run
+
+    @property
+    def cache(self):
+        """The KV cache of the run in progress: one row per row of the last forward pass."""
+        return self.rows.cache
 
     def run(self, prompt: str, samplers: list[str | ColumnSpec], options: RunOptions | None = None,
             stop: threading.Event | None = None) -> Run:
@@ -254,60 +247,20 @@ class Engine:
         decoding step, so its attention row is the only one asked for.
         """
         head, last = self.prompt[:-1], self.prompt[-1:]
-        self.cache = DynamicCache(config=self.lm.model.config)
+        self.rows = RowPlan(DynamicCache(config=self.lm.model.config))
         with self.lm.fast_attention() as fast:
             chunk = PREFILL_CHUNK if fast else EAGER_PREFILL_CHUNK
             for start in range(0, len(head), chunk):
-                self.lm.model(head[start:start + chunk].view(1, -1), past_key_values=self.cache,
+                self.lm.model(head[start:start + chunk].view(1, -1), past_key_values=self.rows.cache,
                               use_cache=True, logits_to_keep=1)
-        return self._forward([_Row(col=-1, kind="main", source=0, token=int(last))])
+        return self._forward([Row(col=-1, kind="main", source=0, token=int(last))])
 
     # ---- one step -----------------------------------------------------------------------
-    def _plan(self, run: Run, main: dict[int, int], layout: list[_Row]) -> list[_Row]:
-        """The rows of the next forward pass, and the cache re-indexed to match them."""
-        length = self.cache.get_seq_length()
-        old_sides = {(r.col, r.index): (i, r) for i, r in enumerate(layout) if r.kind == "side"}
-        rows: list[_Row] = []
-        for c, col in enumerate(run.columns):
-            if col.done:
-                continue
-            if col._pending is not None:
-                rows += [_Row(c, "cand", main[c], tok, k) for k, tok in enumerate(col._pending["candidates"])]
-                continue
-            rows.append(_Row(c, "main", main[c], col.tokens[-1]))
-            for j in range(col.sampler.extra_rows):
-                if (c, j) in old_sides:  # keep the side row; only its changed tail needs re-syncing
-                    i, old = old_sides[(c, j)]
-                    rows.append(_Row(c, "side", i, col.tokens[-1], j, min(old.dirty_from, length - 1)))
-                else:  # a fresh copy of the clean row
-                    rows.append(_Row(c, "side", main[c], col.tokens[-1], j, length))
-        sources = [r.source for r in rows]
-        if sources != list(range(len(layout))):
-            self.cache.batch_select_indices(torch.tensor(sources))
-        self._sync_sides(run, rows, length)
-        return rows
-
-    def _sync_sides(self, run: Run, rows: list[_Row], length: int) -> None:
-        """Make each side row a copy of its clean row, then let its sampler perturb it."""
-        clean_of = {r.col: i for i, r in enumerate(rows) if r.kind == "main"}
-        layers = self.cache.layers
-        for i, r in enumerate(rows):
-            if r.kind != "side":
-                continue
-            src, start = clean_of[r.col], r.dirty_from
-            if start < length:
-                for layer in layers:
-                    layer.keys[i, :, start:] = layer.keys[src, :, start:]
-                    layer.values[i, :, start:] = layer.values[src, :, start:]
-            col = run.columns[r.col]
-            changed = col.sampler.perturb([layer.values[i] for layer in layers], len(self.prompt), len(col.tokens))
-            r.dirty_from = length - changed if changed else length
-
-    def _forward(self, rows: list[_Row]):
+    def _forward(self, rows: list[Row]):
         tokens = torch.tensor([[r.token] for r in rows], dtype=torch.long)
-        out = self.lm.model(tokens, past_key_values=self.cache, use_cache=True,
+        out = self.lm.model(tokens, past_key_values=self.rows.cache, use_cache=True,
                             output_attentions=self.need_attn)
-        self.cache = out.past_key_values
+        self.rows.cache = out.past_key_values
         attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if self.need_attn else None
         return out.logits[:, -1, :].float(), attn
 
@@ -317,18 +270,9 @@ class Engine:
                         attentions=attn[row] if attn is not None else None,
                         extra_logits=logits[side_rows] if side_rows else None)
 
-    def _resolve(self, run: Run, rows: list[_Row], logits, attn, t_step: float):
+    def _resolve(self, run: Run, logits, attn, t_step: float):
         """After a forward: settle pending lookaheads; return each column's main and side rows."""
-        main: dict[int, int] = {}
-        sides: dict[int, list[int]] = {}
-        cands: dict[int, list[int]] = {}
-        for i, r in enumerate(rows):
-            if r.kind == "main":
-                main[r.col] = i
-            elif r.kind == "side":
-                sides.setdefault(r.col, []).append(i)
-            else:
-                cands.setdefault(r.col, []).append(i)
+        main, sides, cands = self.rows.roles()
         for c, idx in cands.items():
             col = run.columns[c]
             views = [self._view(col, i, logits, attn) for i in idx]

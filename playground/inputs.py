@@ -17,7 +17,7 @@ import os
 import unicodedata
 from typing import Any
 
-from .samplers.base import PlaygroundError
+from .errors import PlaygroundError
 
 SPACES_MAX_PROMPT_TOKENS = 4096
 ALLOWED_CONTROLS = frozenset("\t\n\r")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .samplers.base import require
+from .errors import require
 
 REGULARISER_MODES = ("ceiling", "centre", "band")
 

@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import torch
 
-from .cli import command, format_table
 from .prompts import BENCHMARK_PROMPTS
 from .samplers import PlaygroundError
+from .tables import format_table
 
 # our own prompts, added to the five benchmark prompts: recipe, history, code, memoir
 REPORT_PROMPTS: tuple[str, ...] = BENCHMARK_PROMPTS + (
@@ -68,7 +68,7 @@ def report(lm, prompts: Sequence[str], tokens: int, seed: int = 0, probe_layer: 
     }
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=120, help="new tokens per prompt and mode")
     p.add_argument("--probe-layer", type=int, default=None, help="layer whose R is read (default ~58%% depth)")
     p.add_argument("--seed", type=int, default=0)
@@ -76,8 +76,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-@command("kuramoto-report", _add_arguments)
-def run_report(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from .models import load_model
 
     result = report(load_model(args.model), REPORT_PROMPTS, args.tokens, args.seed, args.probe_layer)

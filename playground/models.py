@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .kernels import choose_linear_kernels
-from .samplers.base import PlaygroundError
+from .errors import PlaygroundError
 
 DEFAULT_MODEL = "default"
 HUB_DEFAULT_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -200,6 +200,19 @@ def resolve_model_id(model_id: str | None) -> str:
     if model_id in (None, "", DEFAULT_MODEL):
         return DEFAULT_MODEL if bundled_gguf() is not None else HUB_DEFAULT_ID
     return model_id.strip()
+
+
+def load_stock_model(model_id: str | None = None) -> Any:
+    """The same weights as ``load_model(model_id)``, loaded as a user would without this project:
+    ``AutoModelForCausalLM.from_pretrained`` with its defaults (sdpa attention, stock kernels).
+    The baseline of every speed benchmark."""
+    from transformers import AutoModelForCausalLM
+
+    key = resolve_model_id(model_id)
+    source = _converted_folder(bundled_gguf()) if key == DEFAULT_MODEL else key
+    if key == DEFAULT_MODEL:
+        load_model(key)  # converts the GGUF once, if that has not happened yet
+    return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
 
 
 def loaded_model(model_id: str | None = None) -> LoadedModel | None:

@@ -9,6 +9,7 @@ import torch
 
 from playground import PlaygroundError, compare, engine, inputs
 from playground.engine import Engine, RunOptions
+from playground.rows import RowPlan
 from playground.prompts import BENCHMARK_PROMPTS
 
 FOUR = ["greedy", "temperature", "phase_slip", "adaptive_entropy"]
@@ -17,7 +18,7 @@ FOUR = ["greedy", "temperature", "phase_slip", "adaptive_entropy"]
 def full_attention_prefill(self):
     """The prefill before issue 12: the whole prompt in one eager pass with every attention map."""
     out = self.lm.model(self.prompt.view(1, -1), use_cache=True, output_attentions=self.need_attn, logits_to_keep=1)
-    self.cache = out.past_key_values
+    self.rows = RowPlan(out.past_key_values)
     attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if self.need_attn else None
     return out.logits[:, -1, :].float(), attn
 

@@ -10,10 +10,10 @@ from transformers import DynamicCache
 from playground import calibration
 from playground.calibration import HeadScore, calibrate_heads, select_heads
 from playground.engine import ColumnSpec, Engine, RunOptions
+from playground.facades import PhaseSlipSampler
 from playground.samplers import RunContext, SettingsError, StepView, make_settings
 from playground.samplers.phase_slip import (
     PhaseSlip,
-    PhaseSlipSampler,
     entropy_nats,
     fusion_alpha,
     rotate_toward,

@@ -20,13 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 
-
-class PlaygroundError(ValueError):
-    """Bad input from a user: the message says what and how to fix it."""
-
-
-class SettingsError(PlaygroundError):
-    """A sampler setting is unknown or out of range."""
+from ..errors import PlaygroundError, SettingsError, require  # noqa: F401  (the samplers' errors)
 
 
 @dataclass
@@ -143,8 +137,3 @@ def build_settings(cls: type, overrides: dict[str, Any] | None = None, prefix: s
     values = {k: _coerce(v, hints[k], prefix + k) for k, v in overrides.items()}
     return cls(**values)
 
-
-def require(ok: bool, message: str) -> None:
-    """Raise a SettingsError with ``message`` unless ``ok``."""
-    if not ok:
-        raise SettingsError(message)

@@ -25,12 +25,14 @@ angle, ``phi = beta * atan2(eps * sqrt(d), 1 - eps)``, so noise_scale means what
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .base import Decision, RunContext, Sampler, SettingsError, StepView, build_settings, require
+from ..calibration import Head, calibrate_heads, last_layers_heads
+from ..rotation import kl_divergence, rotate_toward
+from .base import Decision, RunContext, Sampler, SettingsError, StepView, require
 from .temperature import check_sampling_params, sample_decision
 
 BLEND_BETA = 0.15  # the public code's blend weight: the share of the noise angle that survives
@@ -47,21 +49,6 @@ def rotation_angle(noise_scale: float, head_dim: int, beta: float = BLEND_BETA) 
     eps = 0 gives 0 (no rotation); eps = 1 gives beta * pi / 2; monotone in eps.
     """
     return beta * math.atan2(noise_scale * math.sqrt(head_dim), 1.0 - noise_scale)
-
-
-def rotate_toward(v: torch.Tensor, phi: float, noise: torch.Tensor) -> torch.Tensor:
-    """v' = cos(phi) v + sin(phi) |v| u, with u the unit part of ``noise`` orthogonal to v.
-
-    ``v`` and ``noise`` are [..., d]; each vector turns by exactly ``phi`` and keeps its norm
-    (u is one Gram-Schmidt step on the Gaussian draw). Computed in float64, returned in v's dtype.
-    """
-    x = v.double()
-    norm = x.norm(dim=-1, keepdim=True)
-    unit = x / norm.clamp_min(1e-30)
-    g = noise.double()
-    u = g - (g * unit).sum(-1, keepdim=True) * unit
-    u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-    return (math.cos(phi) * x + math.sin(phi) * norm * u).to(v.dtype)
 
 
 def tempered_log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -87,14 +74,6 @@ def fuse_logits(clean: torch.Tensor, perturbed: torch.Tensor, alpha: float) -> t
     The two forms are equal; this one returns ``clean`` bit for bit when perturbed == clean.
     """
     return clean + (1.0 - alpha) * (perturbed - clean)
-
-
-def kl_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) in nats from log-probabilities, summed over the last dim (broadcasting the rest)."""
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
-
-
-Head = tuple[int, int]  # (layer, KV head): the unit that is perturbed; GQA query heads share it
 
 
 def format_heads(heads: list[Head]) -> str:
@@ -171,11 +150,6 @@ def check_against_model(settings: PhaseSlipSettings, lm: Any) -> None:
             f"{available} KV heads ({lm.n_kv_heads} per layer)")
 
 
-def last_layers_heads(n_layers: int, n_kv_heads: int, search_layers: int) -> list[Head]:
-    """Every KV head of the last ``search_layers`` layers: the eligible set without calibration."""
-    return [(layer, head) for layer in range(n_layers - search_layers, n_layers) for head in range(n_kv_heads)]
-
-
 class PhaseSlip(Sampler):
     """The engine's ``phase_slip`` column: one side row, rotated, fused by entropy-gated alpha."""
 
@@ -197,8 +171,6 @@ class PhaseSlip(Sampler):
         if s.heads.strip():
             return parse_heads(s.heads)
         if s.calibrate:
-            from ..calibration import calibrate_heads  # the calibration module imports this one
-
             return calibrate_heads(self.lm, search_layers=s.search_layers, n_heads=s.n_heads,
                                    window=s.perturbation_window).heads
         return last_layers_heads(self.lm.n_layers, self.lm.n_kv_heads, s.search_layers)
@@ -243,49 +215,3 @@ class PhaseSlip(Sampler):
         signals = {"fusion_alpha": alpha, "perturbed_positions": self._perturbed_positions,
                    "perturbed_kl": float(kl_divergence(log_p, log_q)), "eligible_heads": self.head_labels}
         return sample_decision(fused, view.input_ids, params, s.temperature, s.top_k, s.top_p, signals=signals)
-
-
-# ---------------------------------------------------------------------------------------
-# The seed's library API, on the playground's engine
-
-
-class PhaseSlipSampler:
-    """``PhaseSlipSampler(model, tokenizer, noise_scale=..., ...)`` as in the public README.
-
-    ``generate`` returns the continuation (prompt excluded); ``seed`` makes it reproducible.
-    """
-
-    def __init__(self, model: Any, tokenizer: Any = None, noise_scale: float = 0.03,
-                 logit_fusion_alpha: float = 0.45, perturbation_window: int = 12, **settings: Any):
-        from ..models import LoadedModel  # models imports the samplers package
-
-        if isinstance(model, LoadedModel):
-            self.lm = model
-        else:
-            name = getattr(model.config, "name_or_path", "") or type(model).__name__
-            self.lm = LoadedModel(model=model, tokenizer=tokenizer, name=name)
-        self.settings: PhaseSlipSettings = build_settings(
-            PhaseSlipSettings, {"noise_scale": noise_scale, "logit_fusion_alpha": logit_fusion_alpha,
-                                "perturbation_window": perturbation_window, **settings}, prefix="phase_slip.")
-        check_against_model(self.settings, self.lm)
-
-    def calibrate_heads(self, prompt: str | None = None, search_layers: int = 6,
-                        n_heads: int | None = None) -> list[Head]:
-        """Calibrate on ``prompt`` (see playground.calibration) and use those heads from now on."""
-        from ..calibration import calibrate_heads
-
-        settings = replace(self.settings, search_layers=search_layers, n_heads=n_heads or self.settings.n_heads,
-                           heads="")
-        check_against_model(settings, self.lm)
-        result = calibrate_heads(self.lm, prompt, search_layers=settings.search_layers,
-                                 n_heads=settings.n_heads, window=settings.perturbation_window)
-        self.settings = replace(settings, heads=format_heads(result.heads))
-        return result.heads
-
-    def generate(self, prompt: str, max_new_tokens: int = 50, temperature: float = 0.65, seed: int = 0) -> str:
-        from ..engine import ColumnSpec, Engine, RunOptions
-
-        settings = asdict(replace(self.settings, temperature=temperature))
-        spec = ColumnSpec(PhaseSlip.name, settings)
-        options = RunOptions(seed=seed, max_new_tokens=max_new_tokens, record_order_parameter=False)
-        return Engine(self.lm).run(prompt, [spec], options).columns[0].text

@@ -1,0 +1,111 @@
+"""The page's calls into the backend: which models a deployment allows, the prompt counter, and
+``/compare`` (the CLI's JSON over HTTP). The decoding functions carry ``@spaces.GPU`` on ZeroGPU."""
+from __future__ import annotations
+
+import html
+import json
+import os
+
+import gradio as gr
+
+from ..engine import ColumnSpec, Engine, RunOptions
+from ..inputs import check_prompt_text, max_prompt_tokens
+from ..models import DEFAULT_MODEL, HUB_DEFAULT_ID, load_model, loaded_model
+from ..samplers import SAMPLERS, PlaygroundError
+from .settings import _integer, column_specs
+
+
+try:  # Hugging Face ZeroGPU: the decorator asks for a GPU per call; elsewhere nothing
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+    def gpu(fn):
+        return fn
+
+
+DEFAULT_MAX_NEW_TOKENS = 48
+SPACES_ALLOWED_MODELS = (HUB_DEFAULT_ID, "HuggingFaceTB/SmolLM2-360M-Instruct")
+
+
+def allowed_models() -> list[str] | None:
+    """Model ids besides the default a user may pick; None means any id.
+
+    $PLAYGROUND_ALLOWED_MODELS: comma-separated ids, or "*" for any. Unset: none locally,
+    a short list on Hugging Face Spaces (detected by $SPACE_ID).
+    """
+    raw = os.environ.get("PLAYGROUND_ALLOWED_MODELS")
+    if raw is None:
+        return list(SPACES_ALLOWED_MODELS) if os.environ.get("SPACE_ID") else []
+    ids = [m.strip() for m in raw.split(",") if m.strip()]
+    return None if "*" in ids else ids
+
+
+def check_model(model_id: str | None) -> str:
+    """The model id to load, or a PlaygroundError when this deployment does not allow it."""
+    model_id = (model_id or DEFAULT_MODEL).strip() or DEFAULT_MODEL
+    allowed = allowed_models()
+    if model_id != DEFAULT_MODEL and allowed is not None and model_id not in allowed:
+        choices = ", ".join([DEFAULT_MODEL, *allowed])
+        raise PlaygroundError(f"model {model_id!r} is not allowed here; choose one of: {choices} "
+                              "(the allow-list is set by PLAYGROUND_ALLOWED_MODELS)")
+    return model_id
+
+
+def prompt_count_html(prompt: str, model: str, chat: bool) -> str:
+    """The prompt's token count against this deployment's cap (or what is wrong with the text)."""
+    lm = loaded_model(model)
+    try:
+        text = check_prompt_text(prompt) if prompt and prompt.strip() else ""
+        if lm is None:
+            return f'<div class="pg-count" data-tokens="">{len(text):,} characters (tokens once the model loads)</div>'
+        n, cap = (len(lm.encode(text, chat=bool(chat))) if text else 0), max_prompt_tokens(lm)
+    except PlaygroundError as exc:
+        return f'<div class="pg-count pg-over" data-tokens="">{html.escape(str(exc))}</div>'
+    over = " pg-over" if n > cap else ""
+    note = f": over this playground's cap of {cap:,}, shorten it" if n > cap else f" of at most {cap:,}"
+    return f'<div class="pg-count{over}" data-tokens="{n}">prompt: {n:,} tokens{note}</div>'
+
+
+def _options_and_model(seed, max_new_tokens, chat, model):
+    options = RunOptions(seed=_integer(seed, "seed"), max_new_tokens=_integer(max_new_tokens, "max_new_tokens"),
+                         chat=bool(chat))
+    return options, load_model(check_model(model))
+
+
+def _prepare(prompt, model, chat, samplers, max_new_tokens, seed, fields, values):
+    specs = column_specs(samplers, fields, values)
+    options, lm = _options_and_model(seed, max_new_tokens, chat, model)
+    return lm, specs, options
+
+
+@gpu
+def compare(prompt: str, samplers: str = "", seed: int = 0, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+            chat: bool = False, settings: str = "", model: str = DEFAULT_MODEL) -> dict:
+    """Run the samplers side by side and return the CLI's JSON (`python -m playground compare --json`).
+
+    Args:
+        prompt: text to continue.
+        samplers: comma-separated sampler names; empty: all available.
+        seed: the one seed of every column.
+        max_new_tokens: 1..1024.
+        chat: wrap the prompt in the model's chat template.
+        settings: JSON {"sampler": {"setting": value}}, e.g. {"temperature": {"top_k": 0}}.
+        model: "default", or an id this deployment allows.
+    """
+    try:
+        names = [s.strip() for s in samplers.split(",") if s.strip()] if samplers else list(SAMPLERS)
+        try:
+            overrides = json.loads(settings) if settings and settings.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise PlaygroundError(f"settings must be JSON like {{\"temperature\": {{\"top_k\": 0}}}}: {exc}") from None
+        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+            raise PlaygroundError('settings must map sampler names to objects, e.g. {"temperature": {"top_k": 0}}')
+        for name in overrides:
+            if name not in names:
+                raise PlaygroundError(f"settings for {name!r}, which is not in this run ({', '.join(names)})")
+        specs = [ColumnSpec(n, overrides.get(n, {})) for n in names]
+        options, lm = _options_and_model(seed, max_new_tokens, chat, model)
+        return Engine(lm).run(prompt, specs, options).to_json()
+    except PlaygroundError as exc:
+        raise gr.Error(str(exc)) from None

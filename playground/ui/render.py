@@ -1,0 +1,151 @@
+"""HTML of the page's live parts: column cards (tokens coloured by entropy), the legend, the status line."""
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import plots
+from ..metrics import column_metrics
+from ..samplers import changed_settings, describe_settings
+from ..telemetry import rows_to_frame
+
+
+ENTROPY_SCALE_NATS = 5.0  # entropy at which a token's colour saturates
+
+
+def entropy_colour(entropy: float) -> str:
+    """Background of a token: pale green (certain) -> pale yellow -> pale red (uncertain)."""
+    t = max(0.0, min(1.0, entropy / ENTROPY_SCALE_NATS))
+    stops = ((0.0, (220, 252, 231)), (0.5, (254, 243, 170)), (1.0, (252, 165, 165)))
+    (t0, c0), (t1, c1) = (stops[0], stops[1]) if t <= 0.5 else (stops[1], stops[2])
+    w = (t - t0) / (t1 - t0)
+    r, g, b = (round(a + (c - a) * w) for a, c in zip(c0, c1))
+    return f"rgb({r},{g},{b})"
+
+
+def token_title(row: Any) -> str:
+    """The hover text of one token: p, H, alphas/state where present, R, top-5."""
+    parts = [f"p = {row.prob:.3f}   H = {row.entropy:.3f} nats"]
+    if row.order_parameter is not None:
+        parts[0] += f"   R = {row.order_parameter:.3f}"
+    if row.fusion_alpha is not None:
+        parts.append(f"fusion α = {row.fusion_alpha:.3f}")
+    if row.adaptive_alpha is not None:
+        line = f"adaptive α = {row.adaptive_alpha:.3f}"
+        if row.adaptive_alpha_smoothed is not None:
+            line += f" (smoothed {row.adaptive_alpha_smoothed:.3f})"
+        if row.state:
+            line += f"   state {row.state}"
+        parts.append(line)
+    elif row.state:
+        parts.append(f"state {row.state}")
+    parts.append("top-5:")
+    parts += [f"  {t['text']!r}  {t['prob']:.3f}" for t in row.top]
+    return "\n".join(parts)
+
+
+def _span(row: Any, eos: bool) -> str:
+    title = html.escape(token_title(row), quote=True).replace("\n", "&#10;")
+    text = "⏹ end" if eos else row.text
+    cls = "pg-tok pg-eos" if eos else "pg-tok"
+    return (f'<span class="{cls}" data-step="{row.step}" style="background:'
+            f'{entropy_colour(row.entropy)}" title="{title}">{html.escape(text)}</span>')
+
+
+def _number(value: Any) -> str:
+    return "–" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def settings_line(sampler: str, settings: Any) -> str:
+    """The settings a column ran with: what differs from the sampler's defaults, every setting on hover."""
+    every = ", ".join(f"{f.name}={getattr(settings, f.name)}" for f in dataclasses.fields(settings))
+    shown = describe_settings(changed_settings(sampler, settings))
+    return (f'<div class="pg-settings" title="{html.escape(every, quote=True)}">'
+            f'{html.escape(sampler)} · {html.escape(shown)}</div>')
+
+
+def column_card(index: int, label: str, prompt: str, rows: list[Any], finish: str | None,
+                metrics: dict[str, Any], settings: str = "") -> str:
+    """One column: its settings, the prompt (muted), each token coloured by its entropy, the metrics beneath."""
+    spans = "".join(_span(row, finish == "eos" and i == len(rows) - 1) for i, row in enumerate(rows))
+    state = {"eos": "finished (EOS)", "length": "finished (length)", "stopped": "stopped"}.get(finish, "running…")
+    facts = [("tokens", metrics.get("tokens")), ("tok/s", metrics.get("tok_s")),
+             ("mean H", metrics.get("mean_entropy")), ("perplexity", metrics.get("perplexity")),
+             ("distinct-2", metrics.get("distinct_2"))]
+    facts_html = "".join(f'<span class="pg-metric"><b>{name}</b> {_number(v)}</span>' for name, v in facts)
+    return (f'<div class="pg-card" data-column="{index}" style="--pg-accent:{plots.column_colour(index)}">'
+            f'<div class="pg-head"><span class="pg-label">{html.escape(label)}</span>'
+            f'<span class="pg-state">{state}</span></div>{settings}'
+            f'<div class="pg-text"><span class="pg-prompt">{html.escape(prompt)}</span>{spans}</div>'
+            f'<div class="pg-metrics">{facts_html}</div></div>')
+
+
+LEGEND = ('<div class="pg-legend">token colour = entropy of the clean distribution: '
+          f'<span style="background:{entropy_colour(0)}">0 nats</span>'
+          f'<span style="background:{entropy_colour(ENTROPY_SCALE_NATS / 2)}">{ENTROPY_SCALE_NATS / 2:g}</span>'
+          f'<span style="background:{entropy_colour(ENTROPY_SCALE_NATS)}">≥ {ENTROPY_SCALE_NATS:g}</span>'
+          ' · hover a token for p, H, α, R and its top-5 alternatives</div>')
+
+
+EMPTY_COLUMNS = f'{LEGEND}<div class="pg-columns pg-empty">Type a prompt and press Run.</div>'
+
+
+def columns_html(run: Any) -> str:
+    """All columns of a Run (the engine's objects), live or finished."""
+    cards = [column_card(i, c.label, run.prompt, c.rows, c.finish_reason,
+                         column_metrics(c.rows, c.text, run.elapsed_s, run.prompt),
+                         settings_line(c.sampler_name, c.settings))
+             for i, c in enumerate(run.columns)]
+    return f'{LEGEND}<div class="pg-columns">{"".join(cards)}</div>'
+
+
+def status_html(step: int, max_new_tokens: int, elapsed_s: float, tokens: int, state: str) -> str:
+    """The step counter under the Run button (the browser test reads data-step/data-state)."""
+    rate = f" · {tokens / elapsed_s:.1f} tok/s" if elapsed_s > 0 else ""
+    return (f'<div id="pg-status" class="pg-status pg-{state}" data-step="{step}" data-state="{state}">'
+            f'{state} · step {step} of ≤ {max_new_tokens} · {elapsed_s:.1f} s{rate}</div>')
+
+
+def run_status(run: Any, state: str) -> str:
+    """The step counter for a Run (the engine's object): its step, budget, time and tokens so far."""
+    tokens = sum(len(c.tokens) for c in run.columns)
+    return status_html(run.step, run.options.max_new_tokens, run.elapsed_s, tokens, state)
+
+
+def error_status(message: str) -> str:
+    """The status line after a refused or failed run, in words."""
+    return (f'<div id="pg-status" class="pg-status pg-error" data-step="0" data-state="error">'
+            f'⚠ {html.escape(message)}</div>')
+
+
+def run_failure(decoding: Any, exc: BaseException) -> str:
+    """What to tell the user about a run that failed halfway (the tokens so far stay on the page)."""
+    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
+    if decoding is None:
+        return f"the run could not start ({reason[:300]})"
+    return f"the run failed after step {decoding.run.step} ({reason[:300]}); the tokens so far are kept"
+
+
+IDLE_STATUS = '<div id="pg-status" class="pg-status" data-step="0" data-state="idle">idle</div>'
+LOADING_STATUS = '<div id="pg-status" class="pg-status" data-step="0" data-state="loading">loading…</div>'
+
+
+def metrics_table(run: dict[str, Any]) -> pd.DataFrame:
+    """One row per column: the run-level metrics (ALGORITHMS.md section 7)."""
+    return pd.DataFrame([{"column": c["label"], "sampler": c["sampler"], "finish": c["finish_reason"],
+                          **c["metrics"]} for c in run["columns"]])
+
+
+def export_files(run: dict[str, Any]) -> tuple[str, str]:
+    """The run as JSON (the CLI's schema) and its telemetry as CSV, in a fresh temp folder."""
+    folder = Path(tempfile.mkdtemp(prefix="playground-run-"))
+    json_path, csv_path = folder / "run.json", folder / "telemetry.csv"
+    json_path.write_text(json.dumps(run, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+    rows_to_frame(run["columns"]).to_csv(csv_path, index=False)
+    return str(json_path), str(csv_path)
