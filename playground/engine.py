@@ -1,13 +1,12 @@
 """The decoding engine: one loop, one batched forward pass per step, for every sampler.
 
-    prompt -> tokens -> prefill once -> per step: one forward over all rows
+    prompt -> tokens -> prefill once -> per step: plan the rows, one forward over all rows
            -> each sampler decides from its rows -> one telemetry row per token
 
-Rows. Every column (sampler) is one row of the batch. All rows share the prompt and grow by
-one token per step, so they always have the same length: no padding, no attention mask.
-A sampler may add side rows (copies of its clean cache that it perturbs, discarded after the
-step) or candidate rows (lookahead: one row per candidate token; the chosen one becomes the
-column's row). The cache rows are re-indexed only when the row layout changes.
+Rows. Every column (sampler) is one row of the batch, plus the side and candidate rows its
+sampler asks for; ``rows.RowPlan`` lays them out and keeps the cache in step (see rows.py).
+Prefill. The prompt goes in without attention weights (sdpa, in chunks), and its last token
+is fed like a decoding step, so memory grows linearly with the prompt.
 
 Randomness (common random numbers). Each column has its own torch.Generator seeded with the
 run seed alone, and the engine draws exactly one uniform number per column per step, used
@@ -24,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import torch
-from transformers import DynamicCache
 
 from . import kuramoto, metrics
 from .inputs import prompt_ids
@@ -35,11 +33,6 @@ from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, top_alternat
 
 MAX_NEW_TOKENS = 1024
 MAX_COLUMNS = 8
-# prompt tokens per prefill forward: bounds the activations of a long prompt. sdpa needs no
-# L x L scores (one pass is 17% faster than chunks of 512 at 3,000 tokens); eager holds
-# heads x chunk x L scores per layer, so it takes small chunks
-PREFILL_CHUNK = 4096
-EAGER_PREFILL_CHUNK = 256
 
 
 @dataclass
@@ -242,18 +235,12 @@ class Engine:
         """The prompt into the cache; the last prompt token's logits and attention rows.
 
         All prompt tokens but the last go in without attention weights, in chunks, through sdpa
-        where the model has it: memory linear in the prompt (asking for the prompt's attentions
-        would keep layers x heads x L x L floats alive). The last token is then fed like a
-        decoding step, so its attention row is the only one asked for.
+        where the model has it (``LoadedModel.prefill``): memory linear in the prompt (asking for
+        the prompt's attentions would keep layers x heads x L x L floats alive). The last token
+        is then fed like a decoding step, so its attention row is the only one asked for.
         """
-        head, last = self.prompt[:-1], self.prompt[-1:]
-        self.rows = RowPlan(DynamicCache(config=self.lm.model.config))
-        with self.lm.fast_attention() as fast:
-            chunk = PREFILL_CHUNK if fast else EAGER_PREFILL_CHUNK
-            for start in range(0, len(head), chunk):
-                self.lm.model(head[start:start + chunk].view(1, -1), past_key_values=self.rows.cache,
-                              use_cache=True, logits_to_keep=1)
-        return self._forward([Row(col=-1, kind="main", source=0, token=int(last))])
+        self.rows = RowPlan(self.lm.prefill(self.prompt[:-1], fast=True))
+        return self._forward([Row(col=-1, kind="main", source=0, token=int(self.prompt[-1]))])
 
     # ---- one step -----------------------------------------------------------------------
     def _forward(self, rows: list[Row]):

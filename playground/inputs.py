@@ -65,6 +65,9 @@ def prompt_ids(lm: Any, prompt: Any, chat: bool = False) -> list[int]:
     """Token ids of a checked prompt, or a PlaygroundError naming the count and the cap."""
     ids = lm.encode(check_prompt_text(prompt), chat=chat)
     cap = max_prompt_tokens(lm)
+    if len(ids) > cap == lm.max_context:
+        raise PlaygroundError(f"the prompt is {len(ids):,} tokens, which exceeds the model's context of {cap:,} "
+                              "tokens (this playground's cap): shorten it")
     if len(ids) > cap:
         raise PlaygroundError(f"the prompt is {len(ids):,} tokens; this playground accepts at most {cap:,} "
                               "(PLAYGROUND_MAX_PROMPT_TOKENS): shorten it")

