@@ -124,3 +124,15 @@ def test_the_rule_sees_an_upward_import(tmp_path, monkeypatch):
 @pytest.mark.parametrize("module", ["kuramoto", "telemetry", "metrics"])
 def test_pure_modules_import_no_model_or_sampler(module):
     assert all(layer_of(t) == 0 for t in graph()[module])
+
+
+def test_the_help_lists_every_command_with_a_line_of_description(capsys):
+    from playground import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    for name, (description, _, _) in cli.commands().items():
+        assert name in text and description.split()[0] in text
+        assert len(description) > 20 and "\n" not in description
+    assert set(cli.commands()) == {"compare", "calibrate", "bench", "kuramoto-report"}
