@@ -5,6 +5,9 @@
 Prints one JSON object: the prompt's tokens, the peak resident memory of the whole process and its
 growth during the run (Linux VmHWM), and the time. Two columns of each of the four samplers (Phase-Slip's
 side rows and the adaptive lookahead's candidate rows make the batch larger than the column count).
+The prompt is the context minus --tokens, so the cache ends at the full context (8,192 positions on
+the default model) whatever --tokens is: ``--tokens 64`` reaches the same final cache as 1,024 in a
+fraction of the time (a 1,024-token run takes over 40 minutes on 2 cores: ~1 s a step at 8k context).
 """
 from __future__ import annotations
 
