@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from playground import PlaygroundError, compare, inputs, models
+from playground.bench import peak_rss_growth_gb
 from playground.engine import Engine, RunOptions
 from playground.rows import RowPlan
 from playground.prompts import BENCHMARK_PROMPTS
@@ -41,27 +42,13 @@ def test_short_prompts_give_the_full_attention_prefills_tokens_and_r(real_lm, mo
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
 
 
-def _rss_gb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1e6
-
-
-def peak_rss_growth_gb(fn) -> float:
-    """Peak resident memory while ``fn`` runs, above the resident memory before it (Linux)."""
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM, the peak, to the current resident size
-    before = _rss_gb("VmRSS")
-    fn()
-    return _rss_gb("VmHWM") - before
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
 def test_a_2000_token_prompt_runs_in_memory_linear_in_the_prompt(real_lm):
     prompt = "word " * 2000  # 2,001 tokens: the old prefill kept 30 x 9 x 2001^2 floats = 4.3 GB of attentions
     assert len(real_lm.encode(prompt)) == 2001
     runs = []
+    gc.collect()
     growth = peak_rss_growth_gb(lambda: runs.append(compare(real_lm, prompt, ["greedy", "temperature"],
                                                             max_new_tokens=2)))
     # KV cache: 2 rows x 2,003 positions x 30 layers x 2 x 3 heads x 64 x 4 bytes = 0.18 GB
