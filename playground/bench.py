@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 import torch
 
-from .engine import ColumnSpec, Engine, RunOptions
+from .columns import ColumnSpec, column_labels, preset, sweep
+from .engine import Engine, RunOptions
 from .models import load_model, load_stock_model
 from .samplers import SAMPLERS
 from .timing import interleaved, tokens_per_second
@@ -98,20 +99,42 @@ def four_columns() -> list[ColumnSpec]:
     return wanted
 
 
+def eight_columns() -> list[ColumnSpec]:
+    """The four columns, plus four more configurations of temperature: five columns of one sampler."""
+    extra = [*sweep(ColumnSpec("temperature"), "temperature", [0.5, 1.1]), preset("min-p-0.1"), preset("top-p-0.9")]
+    return four_columns() + extra
+
+
+def forward_passes(engine: Engine, specs: list[ColumnSpec], args) -> float:
+    """Forward passes of the model per decoding step (1.0: every column in one batched pass)."""
+    calls = []
+    hook = engine.lm.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        run = engine.run(BENCH_PROMPT, specs, RunOptions(seed=args.seed, max_new_tokens=args.tokens))
+    finally:
+        hook.remove()
+    prefill = -(-(len(run.prompt_ids) - 1) // 4096) + 1  # the prompt's chunks, then its last token
+    return round((len(calls) - prefill) / max(1, run.step), 3)
+
+
 @speed_measure
 def compare4_vs_single(engine: Engine, args) -> dict[str, Any]:
-    """Wall time per decoding step of a 4-column batched compare over one temperature column alone."""
+    """Wall time per decoding step of a 4-column (and an 8-column) batched compare over one temperature column."""
     def per_step(specs):
         def go():
             run = engine.run(BENCH_PROMPT, specs, RunOptions(seed=args.seed, max_new_tokens=args.tokens))
             return max(1, max(len(c.tokens) for c in run.columns))
         return go
 
-    specs = four_columns()
-    samples = interleaved({"four": per_step(specs), "single": per_step([ColumnSpec("temperature")])}, args.repeats)
+    four, eight = four_columns(), eight_columns()
+    samples = interleaved({"four": per_step(four), "eight": per_step(eight),
+                           "single": per_step([ColumnSpec("temperature")])}, args.repeats)
     step = {k: min(t / n for t, n in v) for k, v in samples.items()}
-    return {"compare4_columns": [s.label or s.sampler for s in specs],
-            "compare4_vs_single": round(step["four"] / step["single"], 3)}
+    return {"compare4_columns": column_labels(four),
+            "compare4_vs_single": round(step["four"] / step["single"], 3),
+            "compare8_columns": column_labels(eight),
+            "compare8_vs_single": round(step["eight"] / step["single"], 3),
+            "compare8_forward_passes_per_step": forward_passes(engine, eight, args)}
 
 
 @speed_measure

@@ -28,8 +28,16 @@ def parse_sets(items: list[str] | None, samplers: list[str]) -> dict[str, dict[s
 
 def _add_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--samplers", default="greedy,temperature",
-                   help=f"comma-separated, from: {', '.join(SAMPLERS)}")
+    p.add_argument("--samplers", default=None,
+                   help=f"comma-separated, one column each at its defaults, from: {', '.join(SAMPLERS)} "
+                        "(default: greedy,temperature when no --column, --preset or --sweep is given)")
+    p.add_argument("--column", action="append", metavar="SAMPLER:KEY=VALUE,...",
+                   help="one column: a sampler and its settings, e.g. 'temperature:temperature=1.3,min_p=0.1' "
+                        "(the key label= names the column); repeatable")
+    p.add_argument("--preset", action="append", metavar="NAME", help="one column from a preset (see `presets`); "
+                   "repeatable")
+    p.add_argument("--sweep", action="append", metavar="SAMPLER.KEY=V1,V2,...",
+                   help="one column per value, e.g. temperature.temperature=0.5,0.8,1.1; repeatable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=50)
     p.add_argument("--model", default=None, help="hub id or folder (default: the bundled SmolLM2-135M-Instruct)")
@@ -39,17 +47,32 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def run_compare(args: argparse.Namespace) -> int:
-    """Run samplers side by side on one prompt; print their texts and metrics (or the run as JSON)."""
-    from .engine import ColumnSpec, Engine, RunOptions, parse_columns
-    from .models import load_model
-    from .samplers import make_settings
+def compare_columns(args: argparse.Namespace) -> list:
+    """The run's columns, in order: --samplers, then --column, --preset and --sweep as given.
 
-    names = [s.strip() for s in args.samplers.split(",") if s.strip()]
-    overrides = parse_sets(args.set, names)
-    specs = parse_columns([ColumnSpec(n, overrides.get(n, {})) for n in names])
-    for spec in specs:  # refuse bad settings before the model loads
-        make_settings(spec.sampler, spec.settings)
+    ``--set SAMPLER.KEY=VALUE`` changes the --samplers columns and the --sweep columns of that sampler.
+    """
+    from .columns import ColumnSpec, check_columns, parse_column, parse_sweep, preset, sweep
+
+    explicit = bool(args.column or args.preset or args.sweep)
+    samplers = args.samplers if args.samplers is not None else ("" if explicit else "greedy,temperature")
+    names = [s.strip() for s in samplers.split(",") if s.strip()]
+    sweeps = [parse_sweep(text) for text in args.sweep or []]
+    overrides = parse_sets(args.set, names + [s for s, _, _ in sweeps])
+    specs = [ColumnSpec(n, overrides.get(n, {})) for n in names]
+    specs += [parse_column(text) for text in args.column or []]
+    specs += [preset(name) for name in args.preset or []]
+    for sampler, key, values in sweeps:
+        specs += sweep(ColumnSpec(sampler, overrides.get(sampler, {})), key, values)
+    return check_columns(specs)  # refuse bad settings before the model loads
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Run columns (samplers, configurations, presets, sweeps) side by side on one prompt; print texts and metrics."""
+    from .engine import Engine, RunOptions
+    from .models import load_model
+
+    specs = compare_columns(args)
     options = RunOptions(seed=args.seed, max_new_tokens=args.max_new_tokens, chat=args.chat,
                          probe_layer=args.probe_layer)
     lm = load_model(args.model)
@@ -63,6 +86,23 @@ def run_compare(args: argparse.Namespace) -> int:
         print(args.prompt + col["text"] + "\n")
     table = [{"column": c["label"], **c["metrics"]} for c in result["columns"]]
     print(format_table(table, list(table[0])))
+    return 0
+
+
+def _add_presets(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_presets(args: argparse.Namespace) -> int:
+    """List the presets (named columns) with what each one is."""
+    from .columns import PRESETS, format_settings
+
+    rows = [{"preset": p.name, "column": f"{p.sampler}:{format_settings(dict(p.settings))}".rstrip(":"),
+             "description": p.description} for p in PRESETS.values()]
+    if args.json:
+        print(json.dumps({"presets": rows}, ensure_ascii=False))
+        return 0
+    print(format_table(rows, ["preset", "column", "description"]))
     return 0
 
 
@@ -103,6 +143,7 @@ def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]
 
     return {
         "compare": (first_line(run_compare.__doc__), _add_compare, run_compare),
+        "presets": (first_line(run_presets.__doc__), _add_presets, run_presets),
         "calibrate": (first_line(run_calibrate.__doc__), _add_calibrate, run_calibrate),
         "bench": ("Benchmarks: speed ratios measured in one run, or the quality table", bench.add_arguments, bench.run),
         "kuramoto-report": ("Does the per-token Kuramoto R separate greedy from T = 1 text? (AUC per prompt)",

@@ -25,23 +25,16 @@ from typing import Any, Iterator
 import torch
 
 from . import kuramoto, metrics
+from .columns import MAX_COLUMNS, ColumnSpec, check_columns, column_from_dict, column_labels
 from .inputs import prompt_ids
 from .models import LoadedModel
 from .rows import Row, RowPlan
 from .samplers import Decision, PlaygroundError, RunContext, Sampler, StepView, make_settings, sampler_class
-from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, top_alternatives
+from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, sampler_view, top_alternatives
 
 MAX_NEW_TOKENS = 1024
-MAX_COLUMNS = 8
-
-
-@dataclass
-class ColumnSpec:
-    """One column to run: a sampler name and its setting overrides."""
-
-    sampler: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    label: str | None = None
+__all__ = ["MAX_COLUMNS", "MAX_NEW_TOKENS", "Column", "ColumnSpec", "Engine", "Parent", "Run", "RunOptions", "branch",
+           "branch_point", "check_options", "describe_branch", "compare", "draw", "parse_columns"]
 
 
 @dataclass
@@ -53,6 +46,38 @@ class RunOptions:
     probe_layer: int | None = None  # layer whose R is the column's order_parameter; None: ~58% depth
 
 
+def describe_branch(point: dict[str, Any]) -> str:
+    """``column 2, token 7: ' door' → ' gate'`` (1-based, as the page counts) from a Parent's JSON."""
+    return (f"column {point['column'] + 1}, token {point['step'] + 1}: "
+            f"{point.get('replaced_text', '')!r} → {point.get('token_text', '')!r}")
+
+
+@dataclass
+class Parent:
+    """Where a branch run comes from: the parent's column, the step whose token was replaced, the new token.
+
+    The branch's prompt ids are the parent's prompt text, tokenized as the parent's were, plus
+    ``continuation``: the parent's own continuation, its column's tokens before ``step``, and ``token``.
+    """
+
+    column: int
+    step: int
+    token: int
+    replaced: int | None  # the parent column's token at ``step``
+    prompt: str  # the parent's prompt text (the branch shares it)
+    continuation: list[int]
+    column_label: str = ""
+    token_text: str = ""
+    replaced_text: str = ""
+    continuation_text: str = ""  # the continuation before ``token``, decoded (the page shows it)
+
+    def describe(self) -> str:
+        return describe_branch(dataclasses.asdict(self))
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclass
 class Column:
     """A column's state: its sampler, its tokens so far and their telemetry."""
@@ -62,6 +87,7 @@ class Column:
     settings: Any
     sampler: Sampler
     generator: torch.Generator
+    spec: ColumnSpec | None = None  # as asked for (its label None where the label is made)
     tokens: list[int] = field(default_factory=list)
     rows: list[TokenRow] = field(default_factory=list)
     finish_reason: str | None = None  # "eos", "length" or "stopped"
@@ -83,6 +109,7 @@ class Column:
             "sampler": self.sampler_name,
             "label": self.label,
             "settings": dataclasses.asdict(self.settings),
+            "spec": self.spec.to_dict() if self.spec else None,
             "text": self.text,
             "finish_reason": self.finish_reason,
             "tokens": [row.to_dict() for row in self.rows],
@@ -99,6 +126,7 @@ class Run:
     prompt_ids: list[int]
     options: RunOptions
     columns: list[Column]
+    parent: Parent | None = None  # set on a branch run
     step: int = 0  # forward passes done after the prefill
     elapsed_s: float = 0.0
     done: bool = False
@@ -109,9 +137,12 @@ class Run:
             "model": self.model,
             "seed": self.options.seed,
             "prompt": self.prompt,
+            "prompt_ids": self.prompt_ids,
             "chat": self.options.chat,
             "max_new_tokens": self.options.max_new_tokens,
             "probe_layer": self.options.probe_layer,
+            "record_order_parameter": self.options.record_order_parameter,
+            "parent": self.parent.to_json() if self.parent else None,
             "stopped": self.stopped,
             "elapsed_s": round(self.elapsed_s, 4),
             "columns": [c.to_json(self.elapsed_s, self.prompt) for c in self.columns],
@@ -119,16 +150,12 @@ class Run:
 
 
 def parse_columns(samplers: list[str | ColumnSpec]) -> list[ColumnSpec]:
-    specs = [s if isinstance(s, ColumnSpec) else ColumnSpec(sampler=str(s).strip()) for s in samplers]
-    if not specs:
-        raise PlaygroundError("choose at least one sampler")
-    if len(specs) > MAX_COLUMNS:
-        raise PlaygroundError(f"at most {MAX_COLUMNS} columns per run, got {len(specs)}")
-    return specs
+    """Sampler names or ColumnSpecs -> checked ColumnSpecs (a name means that sampler at its defaults)."""
+    return check_columns([s if isinstance(s, ColumnSpec) else ColumnSpec(sampler=str(s).strip()) for s in samplers])
 
 
-def check_options(lm: LoadedModel, prompt: str, options: RunOptions) -> list[int]:
-    """Validate a run's inputs; return the prompt's token ids."""
+def check_options(lm: LoadedModel, prompt: str, options: RunOptions, continuation: list[int] = ()) -> list[int]:
+    """Validate a run's inputs; return its token ids (the prompt's, then a branch's continuation)."""
     n = options.max_new_tokens
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NEW_TOKENS:
         raise PlaygroundError(f"max_new_tokens must be an integer in 1..{MAX_NEW_TOKENS}, got {n!r}")
@@ -136,7 +163,10 @@ def check_options(lm: LoadedModel, prompt: str, options: RunOptions) -> list[int
         raise PlaygroundError(f"seed must be an integer in [0, 2^63), got {options.seed!r}")
     if options.probe_layer is not None and not 0 <= options.probe_layer < lm.n_layers:
         raise PlaygroundError(f"probe_layer must be in 0..{lm.n_layers - 1}, got {options.probe_layer}")
-    ids = prompt_ids(lm, prompt, options.chat)
+    vocab = lm.model.config.vocab_size
+    if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in continuation):
+        raise PlaygroundError(f"a branch's continuation must be token ids in 0..{vocab - 1}")
+    ids = prompt_ids(lm, prompt, options.chat) + list(continuation)
     if len(ids) + n > lm.max_context:
         raise PlaygroundError(
             f"the prompt is {len(ids)} tokens; with max_new_tokens={n} that exceeds the model's "
@@ -162,18 +192,20 @@ class Engine:
 
     # ---- the loop -----------------------------------------------------------------------
     def stream(self, prompt: str, samplers: list[str | ColumnSpec], options: RunOptions | None = None,
-               stop: threading.Event | None = None) -> Iterator[Run]:
+               stop: threading.Event | None = None, parent: Parent | None = None) -> Iterator[Run]:
+        """Yield the Run after the prefill and after every step. ``parent``: a branch (see ``branch``)."""
         options = dataclasses.replace(options or RunOptions())
         specs = parse_columns(samplers)
         settings = [make_settings(s.sampler, s.settings) for s in specs]  # validate before any work
-        prompt_ids = check_options(self.lm, prompt, options)
+        prompt_ids = check_options(self.lm, prompt, options, parent.continuation if parent else ())
         if options.probe_layer is None:
             options.probe_layer = kuramoto.default_probe_layer(self.lm.n_layers)
         self.prompt = torch.tensor(prompt_ids, dtype=torch.long)
 
         with self.lm.lock:  # one run at a time per model: a sampler's start may run the model (calibration)
             columns = self._make_columns(specs, settings, options, prompt_ids)
-            run = Run(model=self.lm.name, prompt=prompt, prompt_ids=prompt_ids, options=options, columns=columns)
+            run = Run(model=self.lm.name, prompt=prompt, prompt_ids=prompt_ids, options=options, columns=columns,
+                      parent=parent)
             self.need_attn = options.record_order_parameter or any(c.sampler.needs_attentions for c in columns)
             # grad mode is thread-local and a stream may be resumed from other threads: each
             # block runs in inference mode and ends before its yield
@@ -210,25 +242,24 @@ class Engine:
         return self.rows.cache
 
     def run(self, prompt: str, samplers: list[str | ColumnSpec], options: RunOptions | None = None,
-            stop: threading.Event | None = None) -> Run:
+            stop: threading.Event | None = None, parent: Parent | None = None) -> Run:
         """Run to the end and return the finished Run."""
         run = None
-        for run in self.stream(prompt, samplers, options, stop):
+        for run in self.stream(prompt, samplers, options, stop, parent):
             pass
         return run
 
     # ---- setup ----------------------------------------------------------------------------
     def _make_columns(self, specs, settings, options, prompt_ids) -> list[Column]:
-        columns, seen = [], {}
-        for spec, st in zip(specs, settings):
+        columns = []
+        for spec, st, label in zip(specs, settings, column_labels(specs)):
             cls = sampler_class(spec.sampler)
             sampler = cls(st, self.lm)
             sampler.start(RunContext(seed=options.seed, prompt_ids=torch.tensor(prompt_ids)))
-            seen[spec.sampler] = seen.get(spec.sampler, 0) + 1
-            label = spec.label or (spec.sampler if seen[spec.sampler] == 1 else f"{spec.sampler} #{seen[spec.sampler]}")
             generator = torch.Generator().manual_seed(options.seed)  # the run seed alone: common random numbers
             columns.append(Column(label=label, sampler_name=spec.sampler, settings=st,
-                                  sampler=sampler, generator=generator))
+                                  sampler=sampler, generator=generator,
+                                  spec=ColumnSpec(spec.sampler, {k: getattr(st, k) for k in spec.settings}, spec.label)))
         return columns
 
     def _prefill(self):
@@ -283,6 +314,7 @@ class Engine:
             decision: Decision = col.sampler.decide(view)
             u = float(torch.rand((), generator=col.generator, dtype=torch.float64))  # one draw per step, always
             pending = self._observe(run, row, logits, attn, decision)
+            pending["drawn_from"] = decision.probs  # None: a deterministic choice (argmax, lookahead)
             if decision.candidates:
                 pending["candidates"] = list(decision.candidates)
                 col._pending = pending
@@ -305,6 +337,7 @@ class Engine:
         tok = self.lm.tokenizer
         col.tokens.append(token)
         top_ids, top_probs = top_alternatives(stats.log_probs[0])
+        view = sampler_view(obs.get("drawn_from"), token, top_ids)
         logprob = float(stats.log_probs[0, token])
         signals = obs["signals"]
         r_layers = obs.get("r_layers")
@@ -312,7 +345,9 @@ class Engine:
             step=len(col.tokens) - 1, id=token, text=self._token_text(col), prob=math.exp(logprob),
             logprob=logprob, entropy=float(stats.entropy[0]), entropy_bits_norm=float(stats.entropy_bits_norm[0]),
             varentropy=float(stats.varentropy[0]),
-            top=[{"id": i, "text": tok.decode([i]), "prob": p} for i, p in zip(top_ids, top_probs)],
+            top=[{"id": i, "text": tok.decode([i]), "prob": p, "sampler_prob": q}
+                 for i, p, q in zip(top_ids, top_probs, view.top_probs)],
+            sampler_prob=view.prob, sampler_entropy=view.entropy, support=view.support,
             params=obs["params"],
             order_parameter=r_layers[run.options.probe_layer] if r_layers else None,
             order_parameter_layers=r_layers, step_ms=round(step_ms, 3),
@@ -342,3 +377,48 @@ class Engine:
 def compare(lm: LoadedModel, prompt: str, samplers: list[str | ColumnSpec], **options: Any) -> Run:
     """Run ``samplers`` side by side on ``prompt`` and return the finished Run."""
     return Engine(lm).run(prompt, samplers, RunOptions(**options))
+
+
+def _integer_arg(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PlaygroundError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def branch_point(lm: LoadedModel, run: Run | dict[str, Any], column: int, step: int,
+                 token: int) -> tuple[list[ColumnSpec], RunOptions, Parent]:
+    """What a branch of ``run`` runs: its columns, options and Parent (errors name the bad argument)."""
+    data = run.to_json() if isinstance(run, Run) else run
+    columns = data["columns"]
+    column, step, token = (_integer_arg(column, "column"), _integer_arg(step, "step"), _integer_arg(token, "token"))
+    if not 0 <= column < len(columns):
+        raise PlaygroundError(f"column must be in 0..{len(columns) - 1}, got {column}")
+    tokens = [row["id"] for row in columns[column]["tokens"]]
+    if not 0 <= step < len(tokens):
+        raise PlaygroundError(f"step must be in 0..{len(tokens) - 1} (the tokens of column {column}), got {step}")
+    vocab = lm.model.config.vocab_size
+    if not 0 <= token < vocab:
+        raise PlaygroundError(f"token must be a token id in 0..{vocab - 1}, got {token}")
+    specs = [column_from_dict(c.get("spec") or {"sampler": c["sampler"], "settings": c["settings"],
+                                                 "label": c["label"]}, f"column {i}") for i, c in enumerate(columns)]
+    options = run.options if isinstance(run, Run) else RunOptions(
+        seed=data["seed"], max_new_tokens=data["max_new_tokens"], chat=data["chat"], probe_layer=data["probe_layer"],
+        record_order_parameter=data.get("record_order_parameter", True))
+    before = (data.get("parent") or {}).get("continuation", [])
+    decode = lm.tokenizer.decode
+    parent = Parent(column=column, step=step, token=token, replaced=tokens[step], prompt=data["prompt"],
+                    continuation=[*before, *tokens[:step], token], column_label=columns[column]["label"],
+                    token_text=decode([token]), replaced_text=decode([tokens[step]]),
+                    continuation_text=decode([*before, *tokens[:step]], skip_special_tokens=True))
+    return specs, dataclasses.replace(options), parent
+
+
+def branch(lm: LoadedModel, run: Run | dict[str, Any], column: int, step: int, token: int,
+           stop: threading.Event | None = None) -> Run:
+    """Run again from ``token`` put at ``step`` of ``column``: same columns, seed and options.
+
+    The new run's prompt ids are ``run.prompt_ids + run.columns[column].tokens[:step] + [token]``;
+    its ``parent`` says where it came from. ``run`` is a Run or its JSON (``Run.to_json()``).
+    """
+    specs, options, parent = branch_point(lm, run, column, step, token)
+    return Engine(lm).run(parent.prompt, specs, options, stop, parent)

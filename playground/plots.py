@@ -1,8 +1,9 @@
 """Plotly figures of a run: pure functions from the run JSON (the CLI's schema) to go.Figure.
 
-* signals_figure   three panels on one shared token axis: clean entropy H (nats), the
-                   samplers' alphas (Phase-Slip fusion alpha, adaptive alpha) and Kuramoto R;
-                   one trace per column per panel, the token text in every hover
+* signals_figure   five panels on one shared token axis: clean entropy H (nats), Phase-Slip's
+                   fusion alpha, the adaptive alpha, Kuramoto R, and the support of the
+                   sampler's own distribution (log); one trace per column per panel, the token
+                   text in every hover
 * order_heatmap    R of every layer (rows) at every generated token (columns) of one column
 """
 from __future__ import annotations
@@ -16,10 +17,15 @@ from plotly.subplots import make_subplots
 # one colour per column, in column order (the page's column cards use the same ones)
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
 
-# the alpha panel: telemetry key -> how its trace is named
-ALPHA_SIGNALS = {"fusion_alpha": "fusion α", "adaptive_alpha": "adaptive α"}
-
-SIGNAL_PANELS = ("entropy H (nats)", "α", "Kuramoto R")
+# the signal panels, top to bottom: telemetry key, panel title, hover name, what to say when it is empty
+SIGNAL_PANELS = (
+    ("entropy", "entropy H of the clean distribution (nats)", "H", None),
+    ("fusion_alpha", "fusion α (Phase-Slip; 0.45–1)", "fusion α", "no fusion α in these columns (Phase-Slip has one)"),
+    ("adaptive_alpha", "adaptive α (adaptive sampler; 0–2)", "adaptive α",
+     "no adaptive α in these columns (the adaptive sampler has one)"),
+    ("order_parameter", "Kuramoto R", "R", "no Kuramoto R recorded"),
+    ("support", "support: tokens the sampler kept (log)", "kept", None),
+)
 
 
 def column_colour(index: int) -> str:
@@ -48,29 +54,30 @@ def _line(name: str, colour: str, steps, values, labels, what: str, dash: str | 
 
 
 def signals_figure(run: dict[str, Any]) -> go.Figure:
-    """Entropy, alpha and R per token, one trace per column per panel, sharing the token axis."""
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07, subplot_titles=SIGNAL_PANELS)
-    any_alpha = False
-    for i, col in enumerate(run["columns"]):
-        colour, name, tokens = column_colour(i), col["label"], col["tokens"]
-        fig.add_trace(_line(name, colour, *_series(tokens, "entropy"), "H"), row=1, col=1)
-        for key, what in ALPHA_SIGNALS.items():
-            steps, values, labels = _series(tokens, key)
+    """One panel per signal (SIGNAL_PANELS), one trace per column per panel, all on one token axis."""
+    n = len(SIGNAL_PANELS)
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.045,
+                        subplot_titles=[title for _, title, _, _ in SIGNAL_PANELS])
+    for panel, (key, _, what, empty) in enumerate(SIGNAL_PANELS, 1):
+        drawn = False
+        for i, col in enumerate(run["columns"]):
+            steps, values, labels = _series(col["tokens"], key)
             if steps:
-                any_alpha = True
-                fig.add_trace(_line(name, colour, steps, values, labels, what, show_legend=False), row=2, col=1)
-        steps, values, labels = _series(tokens, "order_parameter")
-        if steps:
-            fig.add_trace(_line(name, colour, steps, values, labels, "R", show_legend=False), row=3, col=1)
-    if not any_alpha:  # greedy/temperature have no alpha: say so instead of an empty frame
-        fig.add_annotation(text="no α in these columns (Phase-Slip and adaptive samplers have one)",
-                           xref="x2 domain", yref="y2 domain", x=0.5, y=0.5, showarrow=False,
-                           font={"color": "#6b7280"})
+                fig.add_trace(_line(col["label"], column_colour(i), steps, values, labels, what,
+                                    show_legend=panel == 1), row=panel, col=1)
+                drawn = True
+        if not drawn and empty:  # say why a panel is empty instead of leaving a blank frame
+            axis = "" if panel == 1 else str(panel)
+            fig.add_annotation(text=empty, xref=f"x{axis} domain", yref=f"y{axis} domain", x=0.5, y=0.5,
+                               showarrow=False, font={"color": "#6b7280"})
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(range=[0, 1.05], row=3, col=1)
-    fig.update_xaxes(title_text="generated token", row=3, col=1)
-    fig.update_layout(height=640, margin={"l": 50, "r": 20, "t": 70, "b": 40}, hovermode="closest",
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.06, "x": 0}, template="plotly_white")
+    fig.update_yaxes(range=[0.4, 1.02], row=2, col=1)
+    fig.update_yaxes(range=[0, 2.05], row=3, col=1)
+    fig.update_yaxes(range=[0, 1.05], row=4, col=1)
+    fig.update_yaxes(type="log", row=5, col=1)
+    fig.update_xaxes(title_text="generated token", row=n, col=1)
+    fig.update_layout(height=960, margin={"l": 50, "r": 20, "t": 70, "b": 40}, hovermode="closest",
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.04, "x": 0}, template="plotly_white")
     return fig
 
 

@@ -1,11 +1,18 @@
 """Per-token telemetry: one row per generated token per column, and the pure statistics behind it.
 
-All statistics are of the CLEAN next-token distribution p = softmax(logits) at T = 1:
+Most statistics are of the CLEAN next-token distribution p = softmax(logits) at T = 1:
 
 * entropy            H = -sum p ln p                                  (nats)
 * entropy_bits_norm  H / ln V  = H_bits / log2 V                       (in [0, 1])
 * varentropy         sum p (log2 p + H_bits)^2                          (bits^2, the variance of surprisal)
 * prob / logprob     p and ln p of the chosen token
+
+and three of the distribution q the sampler actually drew from (after its warpers, fusion or
+schedule; a point mass on the token for a deterministic choice: argmax, lookahead):
+
+* sampler_prob       q of the chosen token
+* sampler_entropy    -sum q ln q                                        (nats)
+* support            how many tokens have q > 0
 """
 from __future__ import annotations
 
@@ -28,7 +35,10 @@ class TokenRow:
     entropy: float
     entropy_bits_norm: float
     varentropy: float
-    top: list[dict[str, Any]]  # top-5 alternatives: {"id", "text", "prob"}
+    top: list[dict[str, Any]]  # top-5 of the clean distribution: {"id", "text", "prob", "sampler_prob"}
+    sampler_prob: float = 1.0  # the chosen token's probability under the sampler's own distribution
+    sampler_entropy: float = 0.0  # that distribution's entropy, nats
+    support: int = 1  # how many tokens it kept (q > 0)
     params: dict[str, Any] = field(default_factory=dict)  # sampling parameters in force
     fusion_alpha: float | None = None  # Phase-Slip
     adaptive_alpha: float | None = None  # adaptive sampler, raw alpha
@@ -78,6 +88,27 @@ def distribution_stats(logits: torch.Tensor) -> DistributionStats:
     )
 
 
+@dataclass
+class SamplerView:
+    """The distribution a sampler drew from, as one token row records it."""
+
+    prob: float  # q of the chosen token
+    entropy: float  # nats
+    support: int  # tokens with q > 0
+    top_probs: list[float]  # q of each of the clean top-k alternatives
+
+
+def sampler_view(probs: torch.Tensor | None, token: int, top_ids: list[int]) -> SamplerView:
+    """q = probs / sum(probs) at ``token``, its entropy and support; ``probs`` None: a point mass on ``token``."""
+    if probs is None:
+        return SamplerView(1.0, 0.0, 1, [1.0 if i == token else 0.0 for i in top_ids])
+    q = probs.double()
+    q = q / q.sum()
+    kept = q > 0
+    entropy = float(-(q[kept] * q[kept].log()).sum())
+    return SamplerView(float(q[token]), max(0.0, entropy), int(kept.sum()), q[top_ids].tolist())
+
+
 def top_alternatives(log_probs: torch.Tensor, k: int = 5) -> tuple[list[int], list[float]]:
     """Ids and probabilities of the k most likely tokens of one row."""
     values, ids = torch.topk(log_probs, k)
@@ -94,6 +125,7 @@ def rows_to_frame(columns: list[dict[str, Any]]):
             rec = {"column": col["label"], "sampler": col["sampler"]}
             rec.update({k: v for k, v in row.items() if k not in ("top", "params", "extra", "order_parameter_layers")})
             rec["top"] = " | ".join(f"{t['text']!r}:{t['prob']:.3f}" for t in row["top"])
+            rec["top_sampler"] = " | ".join(f"{t['text']!r}:{t.get('sampler_prob', 0.0):.3f}" for t in row["top"])
             for key, value in row.get("params", {}).items():
                 rec[f"param_{key}"] = value
             records.append(rec)

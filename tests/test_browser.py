@@ -63,8 +63,8 @@ def test_run_streams_every_column_and_draws_the_plots(browser, server):
     page = open_page(browser, server.local_url)
     page.locator("#pg-prompt textarea").fill("The lighthouse keeper climbed the stairs and")
     set_number(page, "#pg-max-tokens input[type=number]", 12)
-    checked = page.locator("#pg-samplers input[type=checkbox]:checked").count()
-    assert checked == len(ui.SAMPLERS)  # default: every available sampler
+    checked = len(table_cells(page))
+    assert checked == len(ui.SAMPLERS)  # default: every available sampler, one column each
 
     page.locator("#pg-run").click()
     page.wait_for_selector("#pg-status[data-state='done']", timeout=RUN_TIMEOUT_MS)
@@ -76,11 +76,11 @@ def test_run_streams_every_column_and_draws_the_plots(browser, server):
         assert card.locator(".pg-text").inner_text().startswith("The lighthouse keeper climbed the stairs and")
         assert "distinct-2" in card.locator(".pg-metrics").inner_text()
     title = page.locator("#pg-columns .pg-tok").first.get_attribute("title")
-    assert "H = " in title and "R = " in title and "top-5" in title
+    assert "H = " in title and "R = " in title and "top-5" in title and "p sampler" in title and "kept" in title
 
     page.wait_for_selector("#pg-signals .js-plotly-plot .scatterlayer .trace", timeout=60_000)
-    # entropy and R panels: one trace per column each (the alpha panel adds one per alpha column)
-    assert page.locator("#pg-signals .scatterlayer .trace").count() >= 2 * checked
+    # entropy, R and support panels: one trace per column each (each alpha panel adds one per alpha column)
+    assert page.locator("#pg-signals .scatterlayer .trace").count() >= 3 * checked
     assert page.locator("#pg-signals .legend .traces").count() == checked
     page.wait_for_selector("#pg-heatmap .js-plotly-plot .hm", timeout=60_000)
     assert page.locator("#pg-heatmap .gtitle").text_content().endswith(": greedy")
@@ -95,38 +95,141 @@ def test_run_streams_every_column_and_draws_the_plots(browser, server):
     page.close()
 
 
-def test_share_link_restores_the_settings(browser, server):
-    page = open_page(browser, server.local_url)
-    page.locator("#pg-prompt textarea").fill("A share-link prompt: \"quotes\" & ampersands")
-    set_number(page, "#pg-seed input", 1234)
-    set_number(page, "#pg-max-tokens input[type=number]", 20)
-    page.locator("#pg-samplers label", has_text="greedy").click()  # untick greedy
-    page.locator("#pg-acc-temperature").get_by_text("temperature settings").click()
-    set_number(page, "#pg-set-temperature-temperature input", 0.55)
-    page.locator("#pg-chat input[type=checkbox]").check()
+def edit_cell(page, row: int, column: int, text: str, commit: bool = True) -> None:
+    """Type into a cell of the column list as a user does: double-click, replace, Enter (or just leave)."""
+    page.locator(f'#pg-column-list [data-testid="cell-{row}-{column}"]').dblclick()
+    page.keyboard.press("Control+a")
+    page.keyboard.type(text)
+    if commit:
+        page.keyboard.press("Enter")
 
-    page.locator("#pg-share-btn").click()
-    share = page.locator("#pg-share textarea, #pg-share input").first
-    page.wait_for_function("el => el.value.includes('seed=1234')", arg=share.element_handle(), timeout=30_000)
-    link = share.input_value()
-    assert link.startswith(server.local_url.rstrip("/"))
-    assert "temperature.temperature=0.55" in link and "greedy" not in link
+
+ROW_COUNT = "document.querySelectorAll('#pg-column-list [data-testid^=\"cell-\"][data-testid$=\"-0\"]').length"
+
+
+def table_cells(page) -> list[list[str]]:
+    """The column list as the page shows it: [#, sampler, settings, label] per row."""
+    return page.evaluate(f"""() => [...Array({ROW_COUNT}).keys()].map(r => [0, 1, 2, 3].map(c =>
+        document.querySelector(`#pg-column-list [data-testid="cell-${{r}}-${{c}}"]`).innerText.trim()))""")
+
+
+def column_texts(page) -> list[str]:
+    cards = page.locator("#pg-columns .pg-card")
+    return ["".join(cards.nth(i).locator(".pg-tok").all_inner_texts()) for i in range(cards.count())]
+
+
+def column_labels(page) -> list[str]:
+    return page.locator("#pg-columns .pg-card .pg-label").all_inner_texts()
+
+
+def press(page, selector: str) -> None:
+    """Click a column-list button and wait for the table's rows to change in number."""
+    before = len(table_cells(page))
+    page.locator(selector).click()
+    page.wait_for_function(f"() => {ROW_COUNT} !== {before}", timeout=30_000)
+
+
+def test_configurations_sweep_branch_back_and_share_as_a_user_would(browser, server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000},
+                                  permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.goto(server.local_url)
+    page.wait_for_selector("#pg-status[data-state='idle']", timeout=60_000)
+    page.locator("#pg-prompt textarea").fill("The lighthouse keeper climbed the stairs and")
+    set_number(page, "#pg-max-tokens input[type=number]", 8)
+    set_number(page, "#pg-seed input", 7)
+    # a preset column: min-p 0.1 at T = 1
+    page.locator("#pg-add-choice input").click()
+    page.get_by_role("option", name="preset min-p-0.1", exact=False).click()
+    press(page, "#pg-add")
+    assert table_cells(page)[-1] == ["5", "temperature", "temperature=1, top_k=0, top_p=1, min_p=0.1", "min-p-0.1"]
+    # a duplicate of column 2 (temperature), then a sweep of that duplicate's temperature
+    set_number(page, "#pg-column-number input", 2)
+    press(page, "#pg-duplicate")
+    assert [row[1] for row in table_cells(page)] == ["greedy", "temperature", "temperature", "phase_slip",
+                                                    "adaptive_entropy", "temperature"]
+    set_number(page, "#pg-column-number input", 3)
+    page.locator("#pg-sweep-text textarea, #pg-sweep-text input").first.fill("temperature = 0.5, 1.2")
+    press(page, "#pg-sweep")
+    cells = table_cells(page)
+    assert [row[3] for row in cells[2:4]] == ["temperature · temperature=0.5", "temperature · temperature=1.2"]
+    assert len(cells) == 7
+    page.screenshot(path=str(ARTIFACTS / "walk-1-columns.png"), full_page=False)
+
+    page.locator("#pg-run").click()
+    page.wait_for_selector("#pg-status[data-state='done']", timeout=RUN_TIMEOUT_MS)
+    labels = column_labels(page)
+    assert labels == ["greedy", "temperature", "temperature · temperature=0.5", "temperature · temperature=1.2",
+                      "phase_slip", "adaptive_entropy", "min-p-0.1"]
+    parent_texts = column_texts(page)
+    assert parent_texts[2] != parent_texts[3]  # T 0.5 and T 1.2 part ways within 8 tokens at this seed
+    page.wait_for_selector("#pg-heatmap .js-plotly-plot .hm", timeout=60_000)
+    assert page.locator("#pg-signals .legend .traces").count() == 7  # the plots name the columns by label
+    root_link = page.locator("#pg-share textarea, #pg-share input").first.input_value()
+    assert "columns=" in root_link and "branch=" not in root_link
+    page.screenshot(path=str(ARTIFACTS / "walk-2-run.png"), full_page=True)
+
+    # click a token of column 4: its alternatives, with the model's p and the sampler's p
+    token = page.locator("#pg-columns .pg-card[data-column='3'] .pg-tok").nth(2)
+    replaced = token.inner_text()
+    token.click()
+    menu = page.locator("#pg-columns .pg-alts")
+    sync_api.expect(menu.locator(".pg-alt")).to_have_count(5)
+    assert "p model" in menu.inner_text() and "p sampler" in menu.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "walk-3-alternatives.png"), full_page=False)
+    alternative = menu.locator(".pg-alt:not(.pg-alt-current)").first
+    new_text = alternative.locator(".pg-alt-text").inner_text().strip("'")
+    clicked = page.evaluate("() => performance.now()")
+    alternative.click()
+    page.wait_for_function("""() => { const cards = document.querySelectorAll('#pg-columns .pg-card');
+        return document.querySelector('#pg-crumb') && cards.length === 7 &&
+               [...cards].every(c => c.querySelectorAll('.pg-tok').length <= 1); }""", timeout=RUN_TIMEOUT_MS)
+    first_token_ms = page.evaluate("() => performance.now()") - clicked
+    page.wait_for_selector("#pg-status[data-state='done']", timeout=RUN_TIMEOUT_MS)
+    (ARTIFACTS / "branch-latency.txt").write_text(f"click on an alternative -> first streamed token: "
+                                                  f"{first_token_ms:.0f} ms (7 columns, default model)\n")
+    crumb = page.locator("#pg-crumb").inner_text()
+    assert "column 4, token 3" in crumb and replaced.strip() in crumb and new_text.replace("⏎", "") in crumb
+    assert page.locator("#pg-columns .pg-branch-token").count() == 7
+    branch_texts = column_texts(page)
+    assert branch_texts != parent_texts and column_labels(page) == labels
+    branch_link = page.locator("#pg-share textarea, #pg-share input").first.input_value()
+    assert "branch=" in branch_link
+    page.locator("#pg-share button").first.click()  # the copy button
+    copied = page.evaluate("() => navigator.clipboard.readText()")
+    assert copied == branch_link
+    page.screenshot(path=str(ARTIFACTS / "walk-4-branch.png"), full_page=True)
+
+    # Back: the parent run again, as it was, without decoding anything
+    page.locator("#pg-back").click()
+    sync_api.expect(page.locator("#pg-crumb")).to_have_count(0)
+    assert column_texts(page) == parent_texts
+    sync_api.expect(page.locator("#pg-back")).to_be_hidden()
+    sync_api.expect(page.locator("#pg-share textarea, #pg-share input").first).to_have_value(root_link)
+    page.screenshot(path=str(ARTIFACTS / "walk-5-back.png"), full_page=False)
+    context.close()
+
+    # the links, in fresh pages: the column list comes back and Run reproduces the texts
+    for link, texts, is_branch in ((root_link, parent_texts, False), (branch_link, branch_texts, True)):
+        fresh = open_page(browser, link)
+        fresh.wait_for_function("() => " + ROW_COUNT + " === 7")
+        assert table_cells(fresh) == cells
+        assert (fresh.locator("#pg-crumb").count() == 1) == is_branch
+        fresh.locator("#pg-run").click()
+        fresh.wait_for_selector("#pg-status[data-state='done']", timeout=RUN_TIMEOUT_MS)
+        assert column_labels(fresh) == labels and column_texts(fresh) == texts
+        fresh.close()
+
+
+def test_an_old_style_link_still_restores_its_samplers_and_settings(browser, server):
+    page = open_page(browser, server.local_url + "?prompt=Hi&samplers=greedy,temperature&temperature.temperature=0.55"
+                                                 "&seed=12&max_new_tokens=5&chat=1")
+    page.wait_for_function("() => " + ROW_COUNT + " === 2")
+    assert table_cells(page) == [["1", "greedy", "", ""], ["2", "temperature", "temperature=0.55", ""]]
+    assert page.locator("#pg-seed input").input_value() == "12"
+    assert page.locator("#pg-chat input[type=checkbox]").is_checked()
     page.close()
-
-    restored = open_page(browser, link)
-    restored.wait_for_function(
-        "() => document.querySelector('#pg-prompt textarea').value.startsWith('A share-link')", timeout=30_000)
-    assert restored.locator("#pg-prompt textarea").input_value() == "A share-link prompt: \"quotes\" & ampersands"
-    assert restored.locator("#pg-seed input").input_value() == "1234"
-    assert restored.locator("#pg-max-tokens input[type=number]").input_value() == "20"
-    ticked = [restored.locator("#pg-samplers label").nth(i).inner_text().strip()
-              for i in range(restored.locator("#pg-samplers label").count())
-              if restored.locator("#pg-samplers input[type=checkbox]").nth(i).is_checked()]
-    assert ticked == [name for name in ui.SAMPLERS if name != "greedy"]
-    assert restored.locator("#pg-chat input[type=checkbox]").is_checked()
-    restored.locator("#pg-acc-temperature").get_by_text("temperature settings").click()
-    sync_api.expect(restored.locator("#pg-set-temperature-temperature input")).to_have_value("0.55")
-    restored.close()
 
 
 def error_badges(page) -> int:
@@ -156,10 +259,10 @@ def test_a_refused_run_is_said_once_and_the_last_run_stays(browser, server):
     sync_api.expect(page.locator(".toast-body")).to_have_count(0)
 
     page.locator("#pg-prompt textarea").fill("The lighthouse")
-    page.locator("#pg-acc-temperature").get_by_text("temperature settings").click()
-    set_number(page, "#pg-set-temperature-top_p input", 1.5)
+    edit_cell(page, 1, 2, "top_p=1.5")
     page.locator("#pg-run").click()
-    sync_api.expect(page.locator("#pg-status")).to_contain_text("temperature.top_p must be in (0, 1], got 1.5")
+    sync_api.expect(page.locator("#pg-status")).to_contain_text(
+        "column 2: temperature.top_p must be in (0, 1], got 1.5")
     sync_api.expect(page.locator(".toast-body")).to_have_count(1)
     assert error_badges(page) == 0
     assert page.locator("#pg-columns .pg-columns").inner_html() == cards
@@ -173,27 +276,7 @@ def test_a_refused_run_is_said_once_and_the_last_run_stays(browser, server):
     page.close()
 
 
-TYPE_AT_ONCE = """async ([header, selector, value]) => {
-  // a user who opens the accordion and types at once: the first frame in which the control exists
-  document.querySelector(header).click();
-  for (let frame = 0; frame < 600; frame++) {
-    const box = document.querySelector(selector);
-    if (box) {
-      const setter = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
-      box.focus();
-      setter.call(box, value);
-      box.dispatchEvent(new Event('input', {bubbles: true}));
-      box.dispatchEvent(new Event('change', {bubbles: true}));
-      box.blur();
-      return frame;
-    }
-    await new Promise(requestAnimationFrame);
-  }
-  throw new Error('the control never appeared');
-}"""
-
-
-def test_a_setting_typed_at_once_after_opening_its_accordion_is_kept_and_used(browser, server):
+def test_a_setting_typed_in_the_column_list_and_run_at_once_is_used(browser, server):
     # keep the server busy: another visitor's long run streams meanwhile
     busy = open_page(browser, server.local_url + "?prompt=Tell+me+a+long+story&samplers=greedy,phase_slip"
                                                  "&max_new_tokens=1024")
@@ -202,11 +285,9 @@ def test_a_setting_typed_at_once_after_opening_its_accordion_is_kept_and_used(br
     busy.wait_for_function("() => +document.querySelector('#pg-status').dataset.step >= 1", timeout=RUN_TIMEOUT_MS)
     try:
         page = open_page(browser, server.local_url + "?samplers=temperature&max_new_tokens=4&seed=3")
-        page.wait_for_function("() => document.querySelector('#pg-max-tokens input[type=number]').value === '4'")
-        field = "#pg-set-temperature-temperature input"
-        page.evaluate(TYPE_AT_ONCE, ["#pg-acc-temperature button", field, "0.55"])
-        page.wait_for_timeout(1500)  # let the page settle: mounts, effects, the load event
-        sync_api.expect(page.locator(field)).to_have_value("0.55")
+        page.wait_for_function("() => " + ROW_COUNT + " === 1")
+        edit_cell(page, 0, 2, "temperature=0.55", commit=False)  # no Enter: the user clicks Run straight away
+        edit_cell(page, 0, 3, "cool", commit=False)
     finally:  # runs on one model take turns: end the other visitor's run before ours
         busy.locator("#pg-stop").click()
         busy.wait_for_selector("#pg-status[data-state='stopped']", timeout=60_000)
@@ -215,7 +296,8 @@ def test_a_setting_typed_at_once_after_opening_its_accordion_is_kept_and_used(br
     page.wait_for_selector("#pg-status[data-state='done']", timeout=RUN_TIMEOUT_MS)
     # the run echoes the settings it used in the column's header
     sync_api.expect(page.locator("#pg-columns .pg-card .pg-settings").first).to_have_text("temperature · temperature=0.55")
-    sync_api.expect(page.locator(field)).to_have_value("0.55")
+    assert column_labels(page) == ["cool"]
+    assert table_cells(page) == [["1", "temperature", "temperature=0.55", "cool"]]
     page.close()
 
 

@@ -2,7 +2,7 @@
 
     pure functions   errors, telemetry, metrics, kuramoto, rotation, plots, prompts, tables, timing, inputs
     models           kernels, models
-    samplers         samplers/*, calibration      (each knows only its StepView/Decision contract)
+    samplers         samplers/*, calibration, columns   (a sampler knows only its StepView/Decision contract)
     engine           rows, engine
     front ends       facades, cli, bench, bench_quality, kuramoto_report, ui/*, the package itself
 
@@ -22,7 +22,7 @@ LAYERS = [
     ("pure functions", {"errors", "telemetry", "metrics", "kuramoto", "rotation", "plots", "prompts", "tables",
                         "timing", "inputs"}),
     ("models", {"kernels", "models"}),
-    ("samplers", {"samplers", "calibration"}),
+    ("samplers", {"samplers", "calibration", "columns"}),
     ("engine", {"rows", "engine"}),
     ("front ends", {"facades", "cli", "bench", "bench_quality", "kuramoto_report", "ui", "__init__", "__main__"}),
 ]

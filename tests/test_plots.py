@@ -23,7 +23,7 @@ def _panel(fig, axis: str):
 
 def test_entropy_and_r_panels_have_one_trace_per_column_with_tokens_in_hover(run_json):
     fig = plots.signals_figure(run_json)
-    for axis, key in (("x", "entropy"), ("x3", "order_parameter")):
+    for axis, key in (("x", "entropy"), ("x4", "order_parameter"), ("x5", "support")):
         traces = _panel(fig, axis)
         assert [t.name for t in traces] == [c["label"] for c in run_json["columns"]]
         for trace, col in zip(traces, run_json["columns"]):
@@ -31,14 +31,24 @@ def test_entropy_and_r_panels_have_one_trace_per_column_with_tokens_in_hover(run
             assert list(trace.y) == pytest.approx([r[key] for r in col["tokens"]])
             assert list(trace.text) == [plots.token_label(r["text"]) for r in col["tokens"]]
             assert "%{text}" in trace.hovertemplate
-    # the three panels share one token axis: zooming one zooms all
-    assert fig.layout.xaxis.matches == "x3" and fig.layout.xaxis2.matches == "x3"
+    # the panels share one token axis: zooming one zooms all
+    assert all(getattr(fig.layout, f"xaxis{i}").matches == "x5" for i in ("", 2, 3, 4))
+    assert fig.layout.yaxis5.type == "log"  # support spans 1 (greedy) to the vocabulary
 
 
-def test_alpha_panel_has_a_trace_only_for_columns_with_an_alpha(run_json):
+def test_support_panel_shows_what_each_sampler_kept(run_json):
+    greedy, temperature = run_json["columns"]
+    assert [r["support"] for r in greedy["tokens"]] == [1] * len(greedy["tokens"])
+    assert all(1 <= r["support"] <= 40 for r in temperature["tokens"])  # top-k 40 at most
+
+
+def test_each_alpha_has_its_own_named_panel_with_a_trace_only_for_columns_that_have_it(run_json):
     fig = plots.signals_figure(run_json)
-    assert _panel(fig, "x2") == []
-    assert any("no α" in (a.text or "") for a in fig.layout.annotations)
+    assert _panel(fig, "x2") == [] and _panel(fig, "x3") == []
+    texts = [a.text or "" for a in fig.layout.annotations]
+    assert any("no fusion α" in t for t in texts) and any("no adaptive α" in t for t in texts)
+    assert any(t.startswith("fusion α") and "0.45–1" in t for t in texts)  # the panel titles name the ranges
+    assert any(t.startswith("adaptive α") and "0–2" in t for t in texts)
 
     with_alpha = copy.deepcopy(run_json)
     alphas = [0.1 * (i + 1) for i in range(len(with_alpha["columns"][1]["tokens"]))]
@@ -46,6 +56,7 @@ def test_alpha_panel_has_a_trace_only_for_columns_with_an_alpha(run_json):
         row["fusion_alpha"] = alpha
     traces = _panel(plots.signals_figure(with_alpha), "x2")
     assert [t.name for t in traces] == [with_alpha["columns"][1]["label"]]
+    assert _panel(plots.signals_figure(with_alpha), "x3") == []
     assert list(traces[0].y) == pytest.approx(alphas)
     assert "fusion α" in traces[0].hovertemplate
 

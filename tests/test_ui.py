@@ -12,6 +12,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from playground import cli, ui
+from playground.columns import ColumnSpec
 from playground.samplers import SAMPLERS
 
 TIMEOUT_S = 240  # generous: the machine is shared; a hang still fails
@@ -35,9 +36,15 @@ def client(server):
     return Client(server.local_url, verbose=False)
 
 
-def compare(client, prompt="Once upon a time", samplers="greedy,temperature", seed=0, tokens=8, settings=""):
-    job = client.submit(prompt, samplers, seed, tokens, False, settings, "default", api_name="/compare")
+def compare(client, prompt="Once upon a time", samplers="greedy,temperature", seed=0, tokens=8, settings="",
+            columns=""):
+    job = client.submit(prompt, samplers, seed, tokens, False, settings, "default", columns, api_name="/compare")
     return job.result(timeout=TIMEOUT_S)
+
+
+def table(*specs):
+    """The column list's value as the API takes it."""
+    return {"headers": ui.HEADERS, "data": ui.table_rows([ColumnSpec(s) if isinstance(s, str) else s for s in specs])}
 
 
 def test_compare_returns_one_column_per_sampler_with_telemetry(client):
@@ -99,7 +106,7 @@ def test_a_lone_surrogate_sent_as_json_is_a_clear_error(server):
     import httpx
 
     base = server.local_url.rstrip("/")
-    body = '{"data": ["caf\\ud800", "greedy", 0, 2, false, "", "default"]}'  # the escape, not the character
+    body = '{"data": ["caf\\ud800", "greedy", 0, 2, false, "", "default", ""]}'  # the escape, not the character
     event = httpx.post(f"{base}/gradio_api/call/compare", content=body,
                        headers={"content-type": "application/json"}, timeout=30).json()["event_id"]
     stream = httpx.get(f"{base}/gradio_api/call/compare/{event}", timeout=TIMEOUT_S).text
@@ -115,8 +122,7 @@ def test_the_prompt_cap_is_the_deployments(client, monkeypatch):
 
 
 def test_a_refused_run_says_so_once_in_the_status_line(client):
-    values = [f.default for f in ui.setting_fields()]
-    job = client.submit("", "default", False, ["greedy"], 4, 0, *values, api_name="/run")
+    job = client.submit("", "default", False, table("greedy"), 4, 0, api_name="/run")
     with pytest.raises(AppError, match="prompt is empty"):
         job.result(timeout=TIMEOUT_S)
     status = job.outputs()[-1][1]
@@ -135,8 +141,7 @@ def test_a_run_that_fails_halfway_keeps_its_tokens_and_says_what_happened(client
         return forward(self, rows)
 
     monkeypatch.setattr(Engine, "_forward", failing)
-    values = [f.default for f in ui.setting_fields()]
-    job = client.submit("Once upon a time", "default", False, ["greedy"], 40, 0, *values, api_name="/run")
+    job = client.submit("Once upon a time", "default", False, table("greedy"), 40, 0, api_name="/run")
     with pytest.raises(AppError, match=r"the run failed after step \d+ \(RuntimeError: the model broke"):
         job.result(timeout=TIMEOUT_S)
     html, status = job.outputs()[-1][:2]
@@ -168,13 +173,12 @@ def test_two_clients_at_once_each_get_their_own_text(server):
 
 def test_streamed_run_ends_with_every_column_plots_table_and_downloads(client):
     names = list(SAMPLERS)
-    values = [f.default for f in ui.setting_fields()]
-    job = client.submit("Once upon a time", "default", False, names, 6, 4, *values, api_name="/run")
-    html, status, signals, _, heatmap, table, json_file, csv_file, link = job.result(timeout=TIMEOUT_S)
+    job = client.submit("Once upon a time", "default", False, table(*names), 6, 4, api_name="/run")
+    html, status, signals, _, heatmap, metrics, json_file, csv_file, link = job.result(timeout=TIMEOUT_S)
     assert html.count('class="pg-card"') == len(names)
     assert 'data-state="done"' in status
     assert "%{text}" in json.dumps(signals) and heatmap
-    assert [row[0] for row in table["data"]] == names
+    assert [row[0] for row in metrics["data"]] == names
     # the buttons come back as updates: {"value": <file the client downloaded>, "interactive": True}
     assert json_file["interactive"] and csv_file["interactive"]
     json_file, csv_file = json_file["value"], csv_file["value"]
@@ -190,9 +194,8 @@ def test_streamed_run_ends_with_every_column_plots_table_and_downloads(client):
 
 
 def test_stop_ends_the_decoding_loop(client, real_lm):
-    names = ["greedy", "temperature"]
-    values = [f.default for f in ui.setting_fields()]
-    job = client.submit("Once upon a time", "default", False, names, 1024, 0, *values, api_name="/run")
+    job = client.submit("Once upon a time", "default", False, table("greedy", "temperature"), 1024, 0,
+                        api_name="/run")
     for _ in range(600):  # wait for a few streamed steps
         outputs = job.outputs()
         if outputs and int(re.search(r'data-step="(\d+)"', outputs[-1][1]).group(1)) >= 2:
@@ -218,24 +221,95 @@ def test_stop_reaches_only_its_own_session():
 
 def test_every_event_has_an_explicit_api_name(server):
     names = {d["api_name"] for d in server.config["dependencies"] if d.get("api_visibility") != "undocumented"}
-    assert names == {"run", "stop", "roll_seed", "share_link", "heatmap", "load_settings", "count_tokens", "compare"}
+    assert names == {"run", "branch", "back", "leave_branch", "stop", "roll_seed", "share_link", "add_column",
+                     "duplicate_column", "remove_column", "sweep_column", "heatmap", "load_settings", "count_tokens",
+                     "compare"}
 
 
-def test_share_query_round_trips():
-    fields = ui.setting_fields()
-    values = [f.default for f in fields]
-    temp = [i for i, f in enumerate(fields) if f.key == "temperature.temperature"][0]
-    values[temp] = 0.55
-    query = ui.share_query("Say \"hi\" & go", "default", True, ["temperature"], 12, 99, fields, values)
+def test_share_query_round_trips_the_column_list_and_the_branch_point():
     from urllib.parse import parse_qsl
+
+    fields = ui.setting_fields()
+    specs = [ColumnSpec("temperature", {"temperature": 0.55}), ColumnSpec("greedy"),
+             ColumnSpec("temperature", {"min_p": 0.1, "top_k": 0}, "mine")]
+    point = {"column": 2, "step": 3, "token": 42, "replaced": 7, "continuation": [5, 6, 7, 42], "token_text": " x"}
+    query = ui.share_query("Say \"hi\" & go", "default", True, specs, 12, 99, point)
     found, problems = ui.read_query(dict(parse_qsl(query)), fields)
     assert problems == []
     assert found["prompt"] == "Say \"hi\" & go" and found["chat"] is True
-    assert found["samplers"] == ["temperature"] and found["seed"] == 99 and found["max_new_tokens"] == 12
-    assert found["temperature.temperature"] == 0.55
-    assert not any(k.startswith("greedy.") for k in found)
+    assert found["columns"] == specs and found["seed"] == 99 and found["max_new_tokens"] == 12
+    assert found["branch"] == point
     found, problems = ui.read_query({"seed": "x", "max_new_tokens": "2000", "samplers": "greedy,bogus"}, fields)
-    assert found == {"samplers": ["greedy"]} and len(problems) == 3
+    assert found == {"columns": [ColumnSpec("greedy")]} and len(problems) == 3
+
+
+def test_an_old_style_query_becomes_columns():
+    found, problems = ui.read_query({"samplers": "greedy,temperature", "temperature.temperature": "0.55",
+                                     "greedy.nothing": "1", "temperature.top_k": "x"}, ui.setting_fields())
+    assert found["columns"] == [ColumnSpec("greedy"), ColumnSpec("temperature", {"temperature": 0.55})]
+    assert problems == ["temperature.top_k must be int, got 'x'"]
+    found, problems = ui.read_query({"columns": '[{"sampler": "temperature", "settings": {"top_p": 3}}]'}, [])
+    assert "columns" not in found and "column 1: temperature.top_p must be in (0, 1]" in problems[0]
+
+
+def test_column_list_edits():
+    rows = ui.table_rows([ColumnSpec("greedy"), ColumnSpec("temperature", {"top_k": 0})])
+    assert rows == [["1", "greedy", "", ""], ["2", "temperature", "top_k=0", ""]]
+    added = ui.columns.add_column(rows, "preset:top-p-0.9")
+    assert added[-1] == ["3", "temperature", "temperature=1, top_k=0, top_p=0.9", "top-p-0.9"]
+    assert ui.columns.duplicate_column(added, 2)[2] == ["3", "temperature", "top_k=0", ""]
+    assert [r[1] for r in ui.columns.remove_column(added, 1)] == ["temperature", "temperature"]
+    swept = ui.columns.sweep_column(rows, 2, "temperature = 0.5, 0.8, 1.1")
+    assert [r[2] for r in swept[1:]] == [f"top_k=0, temperature={t}" for t in ("0.5", "0.8", "1.1")]
+    assert [r[3] for r in swept[1:]] == [f"temperature · temperature={t}, top_k=0" for t in ("0.5", "0.8", "1.1")]
+    for fn, args, part in ((ui.columns.sweep_column, (rows, 2, "temperature 0.5"), "sweep: write SETTING = V1"),
+                           (ui.columns.sweep_column, (rows, 2, "temperature = 0.5, x"), "must be float, got 'x'"),
+                           (ui.columns.sweep_column, (rows, 1, "temperature = 1"), "unknown setting greedy.temperature"),
+                           (ui.columns.remove_column, (rows, 3), "column number in 1..2"),
+                           (ui.columns.remove_column, (rows[:1], 1), "at least one column"),
+                           (ui.columns.add_column, (rows * 4, "sampler:greedy"), "at most 8 columns"),
+                           (ui.columns.sweep_column, (rows * 3, 2, "top_k = 1, 2, 3, 4"), "at most 8 columns")):
+        with pytest.raises(ui.PlaygroundError, match=part):
+            fn(*args)
+    with pytest.raises(ui.PlaygroundError, match="column 2: unknown sampler 'nope'"):
+        ui.table_specs([["1", "greedy", "", ""], ["2", "nope", "", ""]])
+    with pytest.raises(ui.PlaygroundError, match="column 1: 'top_k' is not KEY=VALUE"):
+        ui.table_specs([["1", "temperature", "top_k", ""]])
+
+
+def test_compare_takes_a_column_list(client):
+    columns = json.dumps([{"sampler": "temperature", "settings": {"temperature": 0.5}, "label": "cold"},
+                          {"sampler": "temperature", "settings": {"temperature": 1.3}},
+                          {"sampler": "temperature", "settings": {"temperature": 0.5}}])
+    result = compare(client, samplers="", columns=columns, tokens=10, seed=2)
+    assert [c["label"] for c in result["columns"]] == ["cold", "temperature · temperature=1.3",
+                                                       "temperature · temperature=0.5"]
+    texts = [c["text"] for c in result["columns"]]
+    assert texts[0] == texts[2] != texts[1]  # same spec, same tokens
+    for row in result["columns"][0]["tokens"]:
+        assert 0 < row["sampler_prob"] <= 1 and row["support"] >= 1
+    with pytest.raises(AppError, match="either columns, or samplers and settings"):
+        compare(client, samplers="greedy", columns=columns)
+    with pytest.raises(AppError, match="column 2: unknown sampler 'nope'"):
+        compare(client, samplers="", columns='[{"sampler": "greedy"}, {"sampler": "nope"}]')
+
+
+def test_a_branch_through_the_api_runs_from_the_chosen_token(client):
+    run = client.submit("Once upon a time", "default", False, table("greedy", "temperature"), 6, 1, api_name="/run")
+    run.result(timeout=TIMEOUT_S)
+    shown = json.loads(open(run.outputs()[-1][6]["value"], encoding="utf-8").read())  # the run's JSON download
+    token = shown["columns"][1]["tokens"][2]["top"][1]["id"]
+    payload = json.dumps({"column": 1, "step": 2, "token": token})
+    job = client.submit(payload, "default", False, table("greedy", "temperature"), "", "", api_name="/branch")
+    outputs = job.result(timeout=TIMEOUT_S)
+    branch = json.loads(open(outputs[6]["value"], encoding="utf-8").read())
+    assert branch["prompt_ids"] == shown["prompt_ids"] + [t["id"] for t in shown["columns"][1]["tokens"][:2]] + [token]
+    assert branch["parent"]["column"] == 1 and branch["parent"]["step"] == 2 and branch["parent"]["token"] == token
+    assert any("column 2, token 3" in str(value) for update in job.outputs() for value in update)  # the breadcrumb
+    bad = client.submit(json.dumps({"column": 1, "step": 99, "token": token}), "default", False,
+                        table("greedy", "temperature"), "", "", api_name="/branch")
+    with pytest.raises(AppError, match="step must be in 0..5"):
+        bad.result(timeout=TIMEOUT_S)
 
 
 def test_model_allow_list(monkeypatch):
@@ -251,7 +325,7 @@ def test_model_allow_list(monkeypatch):
     assert ui.allowed_models() is None and ui.check_model("gpt2") == "gpt2"
 
 
-def test_settings_controls_follow_the_registered_samplers(monkeypatch):
+def test_a_registered_sampler_appears_in_the_menu_and_the_reference(monkeypatch):
     from dataclasses import dataclass
 
     @dataclass
@@ -263,6 +337,7 @@ def test_settings_controls_follow_the_registered_samplers(monkeypatch):
     monkeypatch.setitem(SAMPLERS, "toy", type("Toy", (), {"name": "toy", "Settings": ToySettings}))
     toy = [f for f in ui.setting_fields() if f.sampler == "toy"]
     assert [(f.name, f.kind, f.default) for f in toy] == [("strength", float, 0.25), ("steps", int, 3), ("on", bool, True)]
-    demo = ui.build_app()
-    ids = {c.get("props", {}).get("elem_id") for c in demo.config["components"]}
-    assert {"pg-acc-toy", "pg-set-toy-strength", "pg-set-toy-steps", "pg-set-toy-on"} <= ids
+    assert ("toy (defaults)", "sampler:toy") in ui.columns.add_choices()
+    reference = ui.columns.reference_markdown()
+    assert "| toy | `strength` | `0.25` |" in reference and "| toy | `on` | `True` |" in reference
+    assert all(f"`{name}`" in reference for name in ui.columns.PRESETS)

@@ -8,11 +8,12 @@ import os
 
 import gradio as gr
 
-from ..engine import ColumnSpec, Engine, RunOptions
+from ..columns import ColumnSpec, columns_from_json
+from ..engine import Engine, RunOptions
 from ..inputs import check_prompt_text, max_prompt_tokens
 from ..models import DEFAULT_MODEL, HUB_DEFAULT_ID, load_model, loaded_model
 from ..samplers import SAMPLERS, PlaygroundError
-from .settings import _integer, column_specs
+from .columns import _integer, table_specs
 
 
 try:  # Hugging Face ZeroGPU: the decorator asks for a GPU per call; elsewhere nothing
@@ -73,38 +74,50 @@ def _options_and_model(seed, max_new_tokens, chat, model):
     return options, load_model(check_model(model))
 
 
-def _prepare(prompt, model, chat, samplers, max_new_tokens, seed, fields, values):
-    specs = column_specs(samplers, fields, values)
+def _prepare(prompt, model, chat, table, max_new_tokens, seed):
+    """The page's inputs -> the model, the columns and the run options (bad input: a PlaygroundError)."""
+    specs = table_specs(table)
     options, lm = _options_and_model(seed, max_new_tokens, chat, model)
     return lm, specs, options
 
 
+def sampler_columns(samplers: str, settings: str) -> list[ColumnSpec]:
+    """The old form of /compare: sampler names (one column each) and their settings as JSON."""
+    names = [s.strip() for s in samplers.split(",") if s.strip()] if samplers else list(SAMPLERS)
+    try:
+        overrides = json.loads(settings) if settings and settings.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise PlaygroundError(f"settings must be JSON like {{\"temperature\": {{\"top_k\": 0}}}}: {exc}") from None
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+        raise PlaygroundError('settings must map sampler names to objects, e.g. {"temperature": {"top_k": 0}}')
+    for name in overrides:
+        if name not in names:
+            raise PlaygroundError(f"settings for {name!r}, which is not in this run ({', '.join(names)})")
+    return [ColumnSpec(n, overrides.get(n, {})) for n in names]
+
+
 @gpu
 def compare(prompt: str, samplers: str = "", seed: int = 0, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-            chat: bool = False, settings: str = "", model: str = DEFAULT_MODEL) -> dict:
-    """Run the samplers side by side and return the CLI's JSON (`python -m playground compare --json`).
+            chat: bool = False, settings: str = "", model: str = DEFAULT_MODEL, columns: str = "") -> dict:
+    """Run columns side by side and return the CLI's JSON (`python -m playground compare --json`).
 
     Args:
         prompt: text to continue.
-        samplers: comma-separated sampler names; empty: all available.
+        samplers: comma-separated sampler names, one column each; empty: all available (or give columns).
         seed: the one seed of every column.
         max_new_tokens: 1..1024.
         chat: wrap the prompt in the model's chat template.
-        settings: JSON {"sampler": {"setting": value}}, e.g. {"temperature": {"top_k": 0}}.
+        settings: JSON {"sampler": {"setting": value}} for the samplers, e.g. {"temperature": {"top_k": 0}}.
         model: "default", or an id this deployment allows.
+        columns: JSON list of {"sampler", "settings", "label"}: the columns in order (replaces samplers + settings).
     """
     try:
-        names = [s.strip() for s in samplers.split(",") if s.strip()] if samplers else list(SAMPLERS)
-        try:
-            overrides = json.loads(settings) if settings and settings.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise PlaygroundError(f"settings must be JSON like {{\"temperature\": {{\"top_k\": 0}}}}: {exc}") from None
-        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
-            raise PlaygroundError('settings must map sampler names to objects, e.g. {"temperature": {"top_k": 0}}')
-        for name in overrides:
-            if name not in names:
-                raise PlaygroundError(f"settings for {name!r}, which is not in this run ({', '.join(names)})")
-        specs = [ColumnSpec(n, overrides.get(n, {})) for n in names]
+        if columns and columns.strip():
+            if (samplers and samplers.strip()) or (settings and settings.strip()):
+                raise PlaygroundError("give either columns, or samplers and settings, not both")
+            specs = columns_from_json(columns)
+        else:
+            specs = sampler_columns(samplers, settings)
         options, lm = _options_and_model(seed, max_new_tokens, chat, model)
         return Engine(lm).run(prompt, specs, options).to_json()
     except PlaygroundError as exc:

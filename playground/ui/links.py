@@ -1,34 +1,42 @@
-"""Share links: the page's settings as a URL query, and back.
+"""Share links: the page's run settings as a URL query, and back.
 
-Version 1 (``v=1``, and every link without ``v``): prompt, model (when not the default), chat,
-samplers (comma-separated), seed, max_new_tokens, and ``SAMPLER.SETTING`` for the chosen
-samplers' settings. A later format bumps ``v`` and keeps reading this one.
+Version 2 (``v=2``): prompt, model (when not the default), chat, seed, max_new_tokens, ``columns``
+(a JSON list of {"sampler", "settings", "label"}, in order) and, for a branch, ``branch`` (the
+branch point as JSON: column, step, token, replaced, continuation and their texts).
+Version 1 (``v=1``, and every link without ``v``): ``samplers`` (comma-separated, one column
+each) and ``SAMPLER.SETTING`` for their settings. Both are read; links are written as v2.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import gradio as gr
 
+from ..columns import ColumnSpec, columns_from_json
 from ..engine import MAX_NEW_TOKENS
 from ..models import DEFAULT_MODEL
 from ..samplers import SAMPLERS, PlaygroundError
-from .settings import SettingField, _integer
+from .columns import SettingField, _integer
 
-LINK_VERSION = 1
+LINK_VERSION = 2
+BRANCH_KEYS = ("column", "step", "token", "replaced", "continuation", "column_label", "token_text", "replaced_text",
+               "continuation_text")
 
 
-def share_query(prompt: str, model: str, chat: bool, samplers: list[str], max_new_tokens: Any, seed: Any,
-                fields: list[SettingField], values: list[Any]) -> str:
-    """The query string that restores these settings (settings of the chosen samplers only)."""
-    params: dict[str, Any] = {"v": LINK_VERSION, "prompt": prompt, "samplers": ",".join(samplers or []),
-                              "seed": seed, "max_new_tokens": max_new_tokens, "chat": int(bool(chat))}
+def share_query(prompt: str, model: str, chat: bool, columns: list[ColumnSpec], max_new_tokens: Any, seed: Any,
+                branch: dict[str, Any] | None = None) -> str:
+    """The query string that restores these settings (and the branch point, if any)."""
+    params: dict[str, Any] = {"v": LINK_VERSION, "prompt": prompt, "seed": seed, "max_new_tokens": max_new_tokens,
+                              "chat": int(bool(chat)),
+                              "columns": json.dumps([c.to_dict() for c in columns], ensure_ascii=False,
+                                                    separators=(",", ":"))}
     if model and model != DEFAULT_MODEL:
         params["model"] = model
-    for f, value in zip(fields, values):
-        if f.sampler in (samplers or []) and value is not None and value != "":
-            params[f.key] = value
+    if branch:
+        params["branch"] = json.dumps({k: branch[k] for k in BRANCH_KEYS if k in branch}, ensure_ascii=False,
+                                      separators=(",", ":"))
     return urlencode(params)
 
 
@@ -44,26 +52,71 @@ def _page_url(request: gr.Request | None) -> str:
     return f"{scheme}://{host}/"
 
 
+def _typed(raw: str, f: SettingField) -> Any:
+    if f.kind is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if f.kind is int:
+        return _integer(raw, f.key)
+    if f.kind is float:
+        return float(raw)
+    return raw
+
+
+def _v1_columns(query: dict[str, str], fields: list[SettingField], problems: list[str]) -> list[ColumnSpec]:
+    """A v1 link's columns: one per named sampler, with its ``SAMPLER.SETTING`` values."""
+    names = [s.strip() for s in query.get("samplers", "").split(",") if s.strip()]
+    bad = [s for s in names if s not in SAMPLERS]
+    if bad:
+        problems.append(f"unknown sampler(s) in the link: {', '.join(bad)}")
+    specs = [ColumnSpec(s) for s in names if s in SAMPLERS]
+    for f in fields:
+        if f.key in query:
+            try:
+                value = _typed(query[f.key], f)
+            except (PlaygroundError, ValueError):
+                problems.append(f"{f.key} must be {f.kind.__name__}, got {query[f.key]!r}")
+                continue
+            for spec in specs:
+                if spec.sampler == f.sampler:
+                    spec.settings[f.name] = value
+    return specs
+
+
+def _branch(text: str) -> dict[str, Any]:
+    data = json.loads(text)
+    if not isinstance(data, dict) or not all(k in data for k in ("column", "step", "token", "continuation")):
+        raise ValueError("not a branch point")
+    if not all(isinstance(t, int) for t in data["continuation"]):
+        raise ValueError("its continuation is not token ids")
+    return {k: data[k] for k in BRANCH_KEYS if k in data}
+
+
 def read_query(query: dict[str, str], fields: list[SettingField]) -> tuple[dict[str, Any], list[str]]:
-    """Page values from a share link's query: {name: value}, plus a warning per bad parameter."""
+    """Page values from a share link's query: {name: value} (``columns`` as ColumnSpecs), plus a warning per
+    bad parameter."""
     out: dict[str, Any] = {}
     problems: list[str] = []
     version = query.get("v", "1").strip()
-    if version != str(LINK_VERSION):
+    if version not in ("1", str(LINK_VERSION)):
         problems.append(f"this link is of format v={version}, newer than this playground reads (v={LINK_VERSION}); "
                         "the settings it shares may not all be restored")
-    if "prompt" in query:
-        out["prompt"] = query["prompt"]
-    if "model" in query:
-        out["model"] = query["model"]
+    for key in ("prompt", "model"):
+        if key in query:
+            out[key] = query[key]
     if "chat" in query:
         out["chat"] = query["chat"].strip().lower() in ("1", "true", "yes", "on")
-    if "samplers" in query:
-        names = [s.strip() for s in query["samplers"].split(",") if s.strip()]
-        bad = [s for s in names if s not in SAMPLERS]
-        if bad:
-            problems.append(f"unknown sampler(s) in the link: {', '.join(bad)}")
-        out["samplers"] = [s for s in names if s in SAMPLERS]
+    if "columns" in query:
+        try:
+            out["columns"] = columns_from_json(query["columns"])
+        except PlaygroundError as exc:
+            problems.append(f"the link's columns were not restored: {exc}")
+    elif "samplers" in query:
+        out["columns"] = _v1_columns(query, fields, problems)
+    if "branch" in query:
+        try:
+            out["branch"] = _branch(query["branch"])
+        except (ValueError, TypeError) as exc:
+            problems.append(f"the link's branch point was not restored: {exc}")
     for key, limit in (("seed", None), ("max_new_tokens", MAX_NEW_TOKENS)):
         if key in query:
             try:
@@ -73,18 +126,4 @@ def read_query(query: dict[str, str], fields: list[SettingField]) -> tuple[dict[
                 out[key] = value
             except PlaygroundError as exc:
                 problems.append(str(exc))
-    for f in fields:
-        if f.key in query:
-            raw = query[f.key]
-            try:
-                if f.kind is bool:
-                    out[f.key] = raw.strip().lower() in ("1", "true", "yes", "on")
-                elif f.kind is int:
-                    out[f.key] = _integer(raw, f.key)
-                elif f.kind is float:
-                    out[f.key] = float(raw)
-                else:
-                    out[f.key] = raw
-            except (PlaygroundError, ValueError):
-                problems.append(f"{f.key} must be {f.kind.__name__}, got {raw!r}")
     return out, problems

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,11 @@ def entropy_colour(entropy: float) -> str:
 
 
 def token_title(row: Any) -> str:
-    """The hover text of one token: p, H, alphas/state where present, R, top-5."""
-    parts = [f"p = {row.prob:.3f}   H = {row.entropy:.3f} nats"]
+    """The hover text of one token: p model -> p sampler, H, alphas/state where present, R, top-5."""
+    parts = [f"p model {row.prob:.3f} → p sampler {row.sampler_prob:.3f} · kept {row.support:,}",
+             f"H = {row.entropy:.3f} nats (sampler's: {row.sampler_entropy:.3f})"]
     if row.order_parameter is not None:
-        parts[0] += f"   R = {row.order_parameter:.3f}"
+        parts[1] += f"   R = {row.order_parameter:.3f}"
     if row.fusion_alpha is not None:
         parts.append(f"fusion α = {row.fusion_alpha:.3f}")
     if row.adaptive_alpha is not None:
@@ -45,8 +47,9 @@ def token_title(row: Any) -> str:
         parts.append(line)
     elif row.state:
         parts.append(f"state {row.state}")
-    parts.append("top-5:")
-    parts += [f"  {t['text']!r}  {t['prob']:.3f}" for t in row.top]
+    parts.append("top-5 (p model → p sampler):")
+    parts += [f"  {t['text']!r}  {t['prob']:.3f} → {t.get('sampler_prob', 0.0):.3f}" for t in row.top]
+    parts.append("click or press Enter: branch from an alternative")
     return "\n".join(parts)
 
 
@@ -54,8 +57,12 @@ def _span(row: Any, eos: bool) -> str:
     title = html.escape(token_title(row), quote=True).replace("\n", "&#10;")
     text = "⏹ end" if eos else row.text
     cls = "pg-tok pg-eos" if eos else "pg-tok"
-    return (f'<span class="{cls}" data-step="{row.step}" style="background:'
-            f'{entropy_colour(row.entropy)}" title="{title}">{html.escape(text)}</span>')
+    alternatives = [{"id": t["id"], "text": t["text"], "p": round(t["prob"], 4),
+                     "q": round(t.get("sampler_prob", 0.0), 4)} for t in row.top]
+    alts = html.escape(json.dumps(alternatives, ensure_ascii=False), quote=True)
+    return (f'<span class="{cls}" data-step="{row.step}" data-id="{row.id}" data-alts="{alts}" tabindex="0" '
+            f'role="button" style="background:{entropy_colour(row.entropy)}" title="{title}">'
+            f'{html.escape(text)}</span>')
 
 
 def _number(value: Any) -> str:
@@ -70,8 +77,19 @@ def settings_line(sampler: str, settings: Any) -> str:
             f'{html.escape(sampler)} · {html.escape(shown)}</div>')
 
 
+def prompt_html(prompt: str, parent: Any = None) -> str:
+    """The prompt, muted; a branch's continuation after it, its replaced token marked."""
+    shown = f'<span class="pg-prompt">{html.escape(prompt)}</span>'
+    if parent is None:
+        return shown
+    before = html.escape(parent.continuation_text)
+    return (f'{shown}<span class="pg-prompt pg-continuation">{before}</span>'
+            f'<span class="pg-branch-token" title="{html.escape(parent.describe(), quote=True)}">'
+            f'{html.escape(parent.token_text)}</span>')
+
+
 def column_card(index: int, label: str, prompt: str, rows: list[Any], finish: str | None,
-                metrics: dict[str, Any], settings: str = "") -> str:
+                metrics: dict[str, Any], settings: str = "", prompt_part: str | None = None) -> str:
     """One column: its settings, the prompt (muted), each token coloured by its entropy, the metrics beneath."""
     spans = "".join(_span(row, finish == "eos" and i == len(rows) - 1) for i, row in enumerate(rows))
     state = {"eos": "finished (EOS)", "length": "finished (length)", "stopped": "stopped"}.get(finish, "running…")
@@ -82,7 +100,7 @@ def column_card(index: int, label: str, prompt: str, rows: list[Any], finish: st
     return (f'<div class="pg-card" data-column="{index}" style="--pg-accent:{plots.column_colour(index)}">'
             f'<div class="pg-head"><span class="pg-label">{html.escape(label)}</span>'
             f'<span class="pg-state">{state}</span></div>{settings}'
-            f'<div class="pg-text"><span class="pg-prompt">{html.escape(prompt)}</span>{spans}</div>'
+            f'<div class="pg-text">{prompt_part or prompt_html(prompt)}{spans}</div>'
             f'<div class="pg-metrics">{facts_html}</div></div>')
 
 
@@ -98,10 +116,15 @@ EMPTY_COLUMNS = f'{LEGEND}<div class="pg-columns pg-empty">Type a prompt and pre
 
 def columns_html(run: Any) -> str:
     """All columns of a Run (the engine's objects), live or finished."""
-    cards = [column_card(i, c.label, run.prompt, c.rows, c.finish_reason,
-                         column_metrics(c.rows, c.text, run.elapsed_s, run.prompt),
-                         settings_line(c.sampler_name, c.settings))
-             for i, c in enumerate(run.columns)]
+    shown_prompt = prompt_html(run.prompt, run.parent)
+    cards = []
+    for i, c in enumerate(run.columns):
+        line = settings_line(c.sampler_name, c.settings)
+        said = f">{html.escape(c.label)}</div>" in line  # the label already says what differs
+        cards.append(column_card(i, c.label, run.prompt, c.rows, c.finish_reason,
+                                 column_metrics(c.rows, c.text, run.elapsed_s, run.prompt),
+                                 line.replace('class="pg-settings"', 'class="pg-settings pg-same"') if said else line,
+                                 shown_prompt))
     return f'{LEGEND}<div class="pg-columns">{"".join(cards)}</div>'
 
 
@@ -136,10 +159,17 @@ IDLE_STATUS = '<div id="pg-status" class="pg-status" data-step="0" data-state="i
 LOADING_STATUS = '<div id="pg-status" class="pg-status" data-step="0" data-state="loading">loading…</div>'
 
 
+def significant(value: Any, digits: int = 3) -> Any:
+    """A float rounded to ``digits`` significant digits (others unchanged): 1234.5 -> 1230.0, 0.012345 -> 0.0123."""
+    if isinstance(value, float) and math.isfinite(value) and value != 0.0:
+        return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+    return value
+
+
 def metrics_table(run: dict[str, Any]) -> pd.DataFrame:
-    """One row per column: the run-level metrics (ALGORITHMS.md section 7)."""
+    """One row per column: the run-level metrics (ALGORITHMS.md section 7), to 3 significant digits."""
     return pd.DataFrame([{"column": c["label"], "sampler": c["sampler"], "finish": c["finish_reason"],
-                          **c["metrics"]} for c in run["columns"]])
+                          **{k: significant(v) for k, v in c["metrics"].items()}} for c in run["columns"]])
 
 
 def export_files(run: dict[str, Any]) -> tuple[str, str]:
