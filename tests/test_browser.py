@@ -208,6 +208,12 @@ def test_configurations_sweep_branch_back_and_share_as_a_user_would(browser, ser
     sync_api.expect(page.locator("#pg-back")).to_be_hidden()
     sync_api.expect(page.locator("#pg-share textarea, #pg-share input").first).to_have_value(root_link)
     page.screenshot(path=str(ARTIFACTS / "walk-5-back.png"), full_page=False)
+    # the menu without a mouse: focus a token, Enter opens it on its first alternative, Escape closes it
+    page.locator("#pg-columns .pg-card[data-column='0'] .pg-tok").first.focus()
+    page.keyboard.press("Enter")
+    sync_api.expect(page.locator("#pg-columns .pg-alts .pg-alt").first).to_be_focused()
+    page.keyboard.press("Escape")
+    sync_api.expect(page.locator("#pg-columns .pg-alts")).to_have_count(0)
     context.close()
 
     # the links, in fresh pages: the column list comes back and Run reproduces the texts

@@ -135,4 +135,4 @@ def test_the_help_lists_every_command_with_a_line_of_description(capsys):
     for name, (description, _, _) in cli.commands().items():
         assert name in text and description.split()[0] in text
         assert len(description) > 20 and "\n" not in description
-    assert set(cli.commands()) == {"compare", "calibrate", "bench", "kuramoto-report"}
+    assert set(cli.commands()) == {"compare", "presets", "calibrate", "bench", "kuramoto-report"}

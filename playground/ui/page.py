@@ -38,6 +38,7 @@ UPDATE_INTERVAL_S = 0.25  # streamed page updates at most this often (keeps the 
 CONCURRENCY = int(os.environ.get("PLAYGROUND_CONCURRENCY", "2"))  # decoding events at once
 QUEUE_SIZE = int(os.environ.get("PLAYGROUND_QUEUE_SIZE", "32"))
 EXAMPLE_PROMPTS = (*BENCHMARK_PROMPTS, "Write a haiku about the sea.")
+MAX_HISTORY = 16  # parent views Back can return to (each holds a run's JSON in the session)
 
 
 def build_app() -> gr.Blocks:
@@ -200,7 +201,7 @@ def build_app() -> gr.Blocks:
             trail = [*(branch_v["trail"] if branch_v else []), parent.describe()]
             new_branch = {"point": {k: v for k, v in parent.to_json().items() if k != "prompt"}, "trail": trail}
             saved = {"html": shown_html, "run": run_v, "link": link_v, "branch": branch_v}
-            crumbs = (breadcrumb_html(trail), gr.Button(visible=True), new_branch, [*history_v, saved])
+            crumbs = (breadcrumb_html(trail), gr.Button(visible=True), new_branch, [*history_v, saved][-MAX_HISTORY:])
             link_values = (parent.prompt, model_v, chat_v, table_rows(specs), options.max_new_tokens,
                            options.seed, new_branch)
             first = True
