@@ -3,6 +3,7 @@
 * click -> first streamed token (in-page clock: click event -> first token span in the DOM)
 * a streamed UI run (click -> done) over the same Engine run in the same process (the CLI path)
 * page load (navigation timings) and the time until a share link's settings are applied
+* click on a token's alternative -> the branch run's first streamed token (in-page clock)
 
 Usage: python scripts/measure_ui.py   (a benchmark script, not a test: it prints, asserts nothing)
 """
@@ -68,11 +69,27 @@ with sync_playwright() as p:
         page.wait_for_selector("#pg-status[data-state='done']", timeout=600000)
         total = time.perf_counter() - t
         return first, total
-    page, _, _ = open_page(); ui_run(page); page.close(); engine_run()  # warm-up
-    loads, navs, firsts, ui_totals, eng_totals, eng_firsts = [], [], [], [], [], []
+    def branch_first(page, column: int = 1, step: int = 2):
+        # in-page clock: click on an alternative (capture phase) -> the branch's first cards in the DOM
+        page.evaluate("""() => { window.__b = {};
+          document.querySelector('#pg-columns').addEventListener('click', (e) => {
+              if (e.target.closest('.pg-alt')) window.__b.click = performance.now(); }, true);
+          new MutationObserver((m, obs) => { if (document.querySelector('#pg-columns .pg-branch-token')) {
+              window.__b.first = performance.now(); obs.disconnect(); } })
+            .observe(document.querySelector('#pg-columns'), {childList: true, subtree: true}); }""")
+        page.locator(f"#pg-columns .pg-card[data-column='{column}'] .pg-tok").nth(step).click()
+        page.locator("#pg-columns .pg-alts .pg-alt:not(.pg-alt-current)").first.click()
+        page.wait_for_selector("#pg-columns .pg-branch-token", timeout=120000)
+        first = page.evaluate("() => window.__b.first - window.__b.click") / 1000
+        page.wait_for_selector("#pg-crumb", timeout=120000)
+        page.wait_for_selector("#pg-status[data-state='done']", timeout=600000)
+        return first
+    page, _, _ = open_page(); ui_run(page); branch_first(page); page.close(); engine_run()  # warm-up
+    loads, navs, firsts, ui_totals, eng_totals, eng_firsts, branch_firsts = [], [], [], [], [], [], []
     for _ in range(REPEATS):
         page, ready, nav = open_page(); loads.append(ready); navs.append(nav)
-        first, total = ui_run(page); firsts.append(first); ui_totals.append(total); page.close()
+        first, total = ui_run(page); firsts.append(first); ui_totals.append(total)
+        branch_firsts.append(branch_first(page)); page.close()
         eng_totals.append(engine_run()[0])
         eng_firsts.append(engine_first())
     b.close()
@@ -103,6 +120,8 @@ print(f"columns={names} tokens={TOKENS} repeats={REPEATS}")
 print(f"page ready (goto -> settings applied): median {med(loads):.2f} s  all {[round(x,2) for x in loads]}")
 print(f"navigation DOMContentLoaded/load (ms): {navs}")
 print(f"click -> first streamed token: median {med(firsts):.2f} s  all {[round(x,2) for x in firsts]}")
+print(f"click on an alternative -> branch's first streamed token: median {med(branch_firsts):.2f} s  "
+      f"all {[round(x,2) for x in branch_firsts]}")
 print(f"engine alone, start -> first yield: median {med(eng_firsts):.2f} s  all {[round(x,2) for x in eng_firsts]}")
 print(f"UI run (click -> done): {[round(x,2) for x in ui_totals]}  engine run: {[round(x,2) for x in eng_totals]}")
 ratios = [u / e for u, e in zip(ui_totals, eng_totals)]

@@ -177,6 +177,10 @@ def test_streamed_run_ends_with_every_column_plots_table_and_downloads(client):
     html, status, signals, _, heatmap, metrics, json_file, csv_file, link = job.result(timeout=TIMEOUT_S)
     assert html.count('class="pg-card"') == len(names)
     assert 'data-state="done"' in status
+    # streamed updates are light (no hover text, no alternatives); the finished run has both
+    streamed = [update[0] for update in job.outputs() if 'data-state="running"' in str(update[1])]
+    assert streamed and all("data-alts" not in h and not re.search(r'class="pg-tok[^>]*title=', h) for h in streamed)
+    assert html.count("data-alts=") == html.count('class="pg-tok')
     assert "%{text}" in json.dumps(signals) and heatmap
     assert [row[0] for row in metrics["data"]] == names
     # the buttons come back as updates: {"value": <file the client downloaded>, "interactive": True}

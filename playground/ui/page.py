@@ -148,7 +148,7 @@ def build_app() -> gr.Blocks:
                 decoding = BackgroundRun(Engine(lm).stream(prompt_v, specs, options, stop, parent))
                 while True:  # the page shows the newest state; the decoding never waits for it
                     run = decoding.run
-                    yield columns_html(run), run_status(run, "running"), *keep
+                    yield columns_html(run, detail=False), run_status(run, "running"), *keep
                     if decoding.wait(UPDATE_INTERVAL_S):
                         break
                 run = decoding.result()

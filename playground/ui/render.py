@@ -53,10 +53,14 @@ def token_title(row: Any) -> str:
     return "\n".join(parts)
 
 
-def _span(row: Any, eos: bool) -> str:
-    title = html.escape(token_title(row), quote=True).replace("\n", "&#10;")
+def _span(row: Any, eos: bool, detail: bool = True) -> str:
+    """One token; ``detail``: with its hover text and its alternatives (the branch menu's data)."""
     text = "⏹ end" if eos else row.text
     cls = "pg-tok pg-eos" if eos else "pg-tok"
+    if not detail:
+        return (f'<span class="{cls}" data-step="{row.step}" style="background:{entropy_colour(row.entropy)}">'
+                f'{html.escape(text)}</span>')
+    title = html.escape(token_title(row), quote=True).replace("\n", "&#10;")
     alternatives = [{"id": t["id"], "text": t["text"], "p": round(t["prob"], 4),
                      "q": round(t.get("sampler_prob", 0.0), 4)} for t in row.top]
     alts = html.escape(json.dumps(alternatives, ensure_ascii=False), quote=True)
@@ -89,9 +93,10 @@ def prompt_html(prompt: str, parent: Any = None) -> str:
 
 
 def column_card(index: int, label: str, prompt: str, rows: list[Any], finish: str | None,
-                metrics: dict[str, Any], settings: str = "", prompt_part: str | None = None) -> str:
+                metrics: dict[str, Any], settings: str = "", prompt_part: str | None = None,
+                detail: bool = True) -> str:
     """One column: its settings, the prompt (muted), each token coloured by its entropy, the metrics beneath."""
-    spans = "".join(_span(row, finish == "eos" and i == len(rows) - 1) for i, row in enumerate(rows))
+    spans = "".join(_span(row, finish == "eos" and i == len(rows) - 1, detail) for i, row in enumerate(rows))
     state = {"eos": "finished (EOS)", "length": "finished (length)", "stopped": "stopped"}.get(finish, "running…")
     facts = [("tokens", metrics.get("tokens")), ("tok/s", metrics.get("tok_s")),
              ("mean H", metrics.get("mean_entropy")), ("perplexity", metrics.get("perplexity")),
@@ -114,8 +119,12 @@ LEGEND = ('<div class="pg-legend">token colour = entropy of the clean distributi
 EMPTY_COLUMNS = f'{LEGEND}<div class="pg-columns pg-empty">Type a prompt and press Run.</div>'
 
 
-def columns_html(run: Any) -> str:
-    """All columns of a Run (the engine's objects), live or finished."""
+def columns_html(run: Any, detail: bool = True) -> str:
+    """All columns of a Run (the engine's objects), live or finished.
+
+    ``detail=False`` (the streamed updates) leaves out each token's hover text and alternatives:
+    about a tenth of the bytes, sent four times a second; the finished run has them.
+    """
     shown_prompt = prompt_html(run.prompt, run.parent)
     cards = []
     for i, c in enumerate(run.columns):
@@ -124,7 +133,7 @@ def columns_html(run: Any) -> str:
         cards.append(column_card(i, c.label, run.prompt, c.rows, c.finish_reason,
                                  column_metrics(c.rows, c.text, run.elapsed_s, run.prompt),
                                  line.replace('class="pg-settings"', 'class="pg-settings pg-same"') if said else line,
-                                 shown_prompt))
+                                 shown_prompt, detail))
     return f'{LEGEND}<div class="pg-columns">{"".join(cards)}</div>'
 
 
