@@ -225,6 +225,11 @@ def test_configurations_sweep_branch_back_and_share_as_a_user_would(browser, ser
         fresh.locator("#pg-run").click()
         fresh.wait_for_selector("#pg-status[data-state='done']", timeout=RUN_TIMEOUT_MS)
         assert column_labels(fresh) == labels and column_texts(fresh) == texts
+        if is_branch:  # the branch survived its own link's prompt; a new prompt leaves it
+            sync_api.expect(fresh.locator("#pg-crumb")).to_have_count(1)
+            fresh.locator("#pg-prompt textarea").fill("Another prompt")
+            sync_api.expect(fresh.locator("#pg-crumb")).to_have_count(0)
+            sync_api.expect(fresh.locator("#pg-back")).to_be_hidden()
         fresh.close()
 
 

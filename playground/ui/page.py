@@ -124,7 +124,7 @@ def build_app() -> gr.Blocks:
                 share = gr.Textbox(label="Share link", buttons=["copy"], interactive=False, max_lines=4,
                                    elem_id="pg-share")
         last_run = gr.State(None)  # the shown run's JSON
-        branch_state = gr.State(None)  # the shown branch: {"point": Parent JSON, "trail": [descriptions]}
+        branch_state = gr.State(None)  # the shown branch: {"point": Parent JSON, "trail": [descriptions], "prompt"}
         history = gr.State([])  # the views Back returns to, newest last
 
         run_inputs = [prompt, model, chat, table, max_tokens, seed, branch_state]
@@ -199,7 +199,8 @@ def build_app() -> gr.Blocks:
                 yield from refuse(str(exc), 4)
                 return
             trail = [*(branch_v["trail"] if branch_v else []), parent.describe()]
-            new_branch = {"point": {k: v for k, v in parent.to_json().items() if k != "prompt"}, "trail": trail}
+            new_branch = {"point": {k: v for k, v in parent.to_json().items() if k != "prompt"}, "trail": trail,
+                          "prompt": parent.prompt}
             saved = {"html": shown_html, "run": run_v, "link": link_v, "branch": branch_v}
             crumbs = (breadcrumb_html(trail), gr.Button(visible=True), new_branch, [*history_v, saved][-MAX_HISTORY:])
             link_values = (parent.prompt, model_v, chat_v, table_rows(specs), options.max_new_tokens,
@@ -220,7 +221,10 @@ def build_app() -> gr.Blocks:
             return (saved["html"], IDLE_STATUS, *shown, saved["link"], run_v, breadcrumb_html(trail),
                     gr.Button(visible=bool(rest) or bool(trail)), saved["branch"], rest)
 
-        def leave_branch():
+        def leave_branch(prompt_v, branch_v):
+            """A new prompt (typed, or an example) leaves the branch; a link's own prompt keeps it."""
+            if not branch_v or branch_v.get("prompt") == prompt_v:
+                return [gr.skip()] * 4
             return "", gr.Button(visible=False), None, []
 
         def table_edit(fn):
@@ -251,7 +255,7 @@ def build_app() -> gr.Blocks:
                 updates[1] = gr.update(value=found["model"], choices=[DEFAULT_MODEL, *(allowed or []),
                                                                        *([found["model"]] if allowed is None else [])])
             point = found.get("branch")
-            branch_v = {"point": point, "trail": [describe_branch(point)]} if point else None
+            branch_v = {"point": point, "trail": [describe_branch(point)], "prompt": found.get("prompt")} if point else None
             crumb = breadcrumb_html(branch_v["trail"], linked=True) if branch_v else ""
             return [*updates, branch_v, crumb, gr.Button(visible=bool(branch_v)), IDLE_STATUS]
 
@@ -270,7 +274,8 @@ def build_app() -> gr.Blocks:
                              outputs=outputs + branch_outputs, api_name="branch", concurrency_id="decode",
                              concurrency_limit=CONCURRENCY, show_progress="hidden")
         back_btn.click(go_back, inputs=[history], outputs=outputs + branch_outputs, api_name="back", queue=False)
-        prompt.input(leave_branch, inputs=None, outputs=branch_outputs, api_name="leave_branch", queue=False)
+        prompt.change(leave_branch, inputs=[prompt, branch_state], outputs=branch_outputs, api_name="leave_branch",
+                      queue=False)
         stop_btn.click(request_stop, inputs=None, outputs=None, api_name="stop", queue=False)
         dice.click(lambda: random.randrange(2**31), inputs=None, outputs=seed, api_name="roll_seed", queue=False)
         share_btn.click(link, inputs=run_inputs, outputs=share, api_name="share_link", queue=False)
