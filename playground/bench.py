@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any, Callable
 
 import torch
@@ -177,6 +178,51 @@ def adaptive_vs_temperature(engine: Engine, args) -> dict[str, Any]:
             "adaptive_always_cold_vs_temperature": round(tok_s["always_cold"] / tok_s["temperature"], 3),
             "adaptive_states": {s: sum(r.state == s for r in rows) for s in ("COLD", "MIXED", "HOT")},
             "adaptive_lookahead_tokens": sum(bool(r.extra.get("lookahead")) for r in rows)}
+
+
+@speed_measure
+def new_samplers_vs_temperature(engine: Engine, args) -> dict[str, Any]:
+    """entropix and mirostat tok/s over temperature sampling's, each with its defaults, Kuramoto R off."""
+    no_r = {"record_order_parameter": False}
+    samples = interleaved({name: (lambda name=name: engine_tokens(engine, [ColumnSpec(name)], args, **no_r))
+                           for name in ("entropix", "mirostat", "temperature")}, args.repeats)
+    tok_s = {k: tokens_per_second(v) for k, v in samples.items()}
+    return {"entropix_tok_s": round(tok_s["entropix"], 2), "mirostat_tok_s": round(tok_s["mirostat"], 2),
+            "new_samplers_temperature_tok_s": round(tok_s["temperature"], 2),
+            "entropix_vs_temperature": round(tok_s["entropix"] / tok_s["temperature"], 3),
+            "mirostat_vs_temperature": round(tok_s["mirostat"] / tok_s["temperature"], 3)}
+
+
+DRY_PROMPT = ("The keeper wrote in his log: the lamp is lit, the sea is calm, the ships pass by. " * 100)[:8170]
+
+
+def decode_seconds_per_step(engine: Engine, specs: list[ColumnSpec], prompt: str, args) -> tuple[float, int]:
+    """Wall time of the decoding steps alone (the prefill and first token left out), per step."""
+    stream = engine.stream(prompt, specs, RunOptions(seed=args.seed, max_new_tokens=args.tokens,
+                                                      record_order_parameter=False))
+    next(stream)  # prefill + the first token
+    start, run = time.perf_counter(), None
+    for run in stream:
+        pass
+    return (time.perf_counter() - start) / max(1, run.step), run.step
+
+
+@speed_measure
+def dry_step_overhead(engine: Engine, args) -> dict[str, Any]:
+    """Step time of a temperature column with DRY on (multiplier 0.8) over off, at a ~2,000-token context."""
+    on, off = ColumnSpec("temperature", {"dry_multiplier": 0.8}), ColumnSpec("temperature")
+
+    def timed(spec):
+        return lambda: decode_seconds_per_step(engine, [spec], DRY_PROMPT, args)[0]
+
+    timed(on)()  # the breaker ids are found once per tokenizer, before the clock
+    samples = {"on": [], "off": []}
+    for _ in range(args.repeats):  # interleaved, best of each: interference only ever adds time
+        for key, spec in (("on", on), ("off", off)):
+            samples[key].append(timed(spec)())
+    return {"dry_context_tokens": len(engine.lm.encode(DRY_PROMPT)),
+            "dry_step_on_ms": round(min(samples["on"]) * 1000, 2), "dry_step_off_ms": round(min(samples["off"]) * 1000, 2),
+            "dry_step_overhead": round(min(samples["on"]) / min(samples["off"]), 3)}
 
 
 @speed_measure

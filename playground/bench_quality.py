@@ -4,11 +4,13 @@
     as a column -> one results.csv row per sample (written as it finishes)
     -> summary (mean +- std per configuration) -> summary.csv, summary.json, frontier.html
 
-Protocol. The five BENCHMARK_PROMPTS, ``rounds`` rounds each, seed = prompt_index * 1000 + round.
+Protocol. The five BENCHMARK_PROMPTS (or the user's, ``--prompts-file``), ``rounds`` rounds each,
+seed = prompt_index * 1000 + round.
 All configurations of one (prompt, round) are columns of one run: same seed, common random
 numbers. Configurations: greedy; standard sampling (T 0.8, top-k 40, top-p 0.92); Phase-Slip at
-T 0.65 as published; Phase-Slip at T 0.8 (equal temperature); the adaptive sampler. A
-configuration whose sampler is not registered is skipped with a note.
+T 0.65 as published; Phase-Slip at T 0.8 (equal temperature); the adaptive sampler; min-p 0.1 at
+T 0.8 (equal temperature, top-k and top-p off); mirostat τ = 5; entropix. A configuration whose
+sampler is not registered is skipped with a note.
 
 Metrics of one sample: the public type-token ratio (prompt included), rep-2, the mean entropy
 of the clean next-token distribution, mean Kuramoto R, perplexity under the generating model
@@ -76,6 +78,9 @@ PROTOCOL: tuple[tuple[str, str, dict[str, Any], float | None], ...] = (
     ("phase_slip T=0.65", "phase_slip", {}, 0.65),  # as published
     ("phase_slip T=0.8", "phase_slip", {"temperature": 0.8, "top_k": 40, "top_p": 0.92}, 0.8),
     ("adaptive_entropy", "adaptive_entropy", {}, None),
+    ("min_p 0.1 T=0.8", "temperature", {"top_k": 0, "top_p": 1.0, "min_p": 0.1}, 0.8),  # equal temperature
+    ("mirostat tau=5", "mirostat", {}, 1.0),
+    ("entropix", "entropix", {}, None),  # its quadrants set T
 )
 
 
@@ -87,7 +92,8 @@ class QualityOptions:
     scorer: str | None = None  # model id of the grading model
     sweep: list[float] | None = None  # temperatures
     out: str | Path = "bench-out/quality"
-    prompts: int = len(BENCHMARK_PROMPTS)  # the first N prompts (tests use fewer)
+    prompts: int | None = None  # the first N prompts (tests use fewer); None: all
+    prompt_texts: list[str] | None = None  # the user's prompts (--prompts-file); None: BENCHMARK_PROMPTS
     timing_tokens: int = 32  # 0: no speed measurement
     timing_repeats: int = 3
     max_samples: int | None = None  # stop once this many samples are written (whole runs)
@@ -124,7 +130,11 @@ def check_options(o: QualityOptions) -> None:
 
     integer(o.rounds, "--rounds", 1, 999)  # seed = prompt_index * 1000 + round must stay unique
     integer(o.max_new_tokens, "--max-new-tokens", 1, MAX_NEW_TOKENS)
-    integer(o.prompts, "--prompts", 1, len(BENCHMARK_PROMPTS))
+    texts = o.prompt_texts if o.prompt_texts is not None else BENCHMARK_PROMPTS
+    if not texts:
+        raise PlaygroundError("--prompts-file: the file has no prompt (one per line; lines starting with # are skipped)")
+    if o.prompts is not None:
+        integer(o.prompts, "--prompts", 1, len(texts))
     integer(o.timing_tokens, "--timing-tokens", 0, MAX_NEW_TOKENS)
     integer(o.timing_repeats, "--repeats", 1)
     if o.max_samples is not None:
@@ -135,6 +145,21 @@ def check_options(o: QualityOptions) -> None:
 
 # ---------------------------------------------------------------------------------------
 # Configurations
+
+
+def read_prompts_file(path: str | Path) -> list[str]:
+    """One prompt per line; empty lines and lines starting with # are skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlaygroundError(f"--prompts-file {str(path)!r}: {exc}") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def prompt_list(o: QualityOptions) -> list[str]:
+    """The prompts this benchmark runs: the user's file or the built-in set, the first ``o.prompts``."""
+    texts = list(o.prompt_texts if o.prompt_texts is not None else BENCHMARK_PROMPTS)
+    return texts[:o.prompts] if o.prompts is not None else texts
 
 
 def _takes_temperature(sampler: str) -> bool:
@@ -250,8 +275,9 @@ def read_results(path: Path):
 
 def protocol_record(lm: LoadedModel, o: QualityOptions, configs: list[Config], scorer_name: str | None) -> dict:
     """What must match for results in one folder to belong to one benchmark (rounds and prompts may grow)."""
+    texts = o.prompt_texts if o.prompt_texts is not None else BENCHMARK_PROMPTS
     return {"version": FORMAT_VERSION, "model": lm.name, "max_new_tokens": o.max_new_tokens,
-            "scorer": scorer_name,
+            "scorer": scorer_name, "prompt_set": "built-in" if o.prompt_texts is None else list(texts),
             "configs": [[c.label, c.sampler, [list(kv) for kv in c.settings], c.group] for c in configs]}
 
 
@@ -300,7 +326,8 @@ def run_quality(lm: LoadedModel, options: QualityOptions | None = None, scorer: 
     done_frame = read_results(results_path)
     done = set(zip(done_frame["config"], done_frame["prompt_index"].astype(int), done_frame["round"].astype(int)))
     engine = Engine(lm)
-    todo = plan(configs, o.prompts, o.rounds)
+    prompts = prompt_list(o)
+    todo = plan(configs, len(prompts), o.rounds)
     groups: dict[int, list[Config]] = {}
     for c in configs:
         groups.setdefault(c.group, []).append(c)
@@ -323,7 +350,7 @@ def run_quality(lm: LoadedModel, options: QualityOptions | None = None, scorer: 
                 if not missing:
                     continue
                 # the whole group runs again even if only some are missing: the same batch, the same numbers
-                prompt, seed = BENCHMARK_PROMPTS[p], p * 1000 + r
+                prompt, seed = prompts[p], p * 1000 + r
                 run = engine.run(prompt, [c.spec() for c in group],
                                  RunOptions(seed=seed, max_new_tokens=o.max_new_tokens))
                 rows = [sample_row(c, p, r, seed, prompt, col, run.elapsed_s, len(group), scorer)
@@ -340,7 +367,7 @@ def run_quality(lm: LoadedModel, options: QualityOptions | None = None, scorer: 
 
     timing = measure_speed(engine, configs, o) if o.timing_tokens else {}
     summary = summarise(read_results(results_path), configs, o, timing)
-    summary["protocol"] = {**protocol_record(lm, o, configs, scorer_name), "rounds": o.rounds, "prompts": o.prompts,
+    summary["protocol"] = {**protocol_record(lm, o, configs, scorer_name), "rounds": o.rounds, "prompts": len(prompts),
                            "sweep": o.sweep, "timing_tokens": o.timing_tokens, "timing_repeats": o.timing_repeats,
                            "notes": notes}
     write_outputs(out, summary)
@@ -349,7 +376,7 @@ def run_quality(lm: LoadedModel, options: QualityOptions | None = None, scorer: 
 
 def measure_speed(engine: Engine, configs: list[Config], o: QualityOptions) -> dict[str, float]:
     """tok/s of each configuration run alone (interleaved repeats, best of them): batched columns share a clock."""
-    prompt = BENCHMARK_PROMPTS[0]
+    prompt = prompt_list(o)[0]
 
     def alone(config: Config, tokens: int) -> Callable[[], int]:
         options = RunOptions(seed=0, max_new_tokens=tokens, record_order_parameter=False)
@@ -374,7 +401,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def summarise(frame, configs: list[Config], o: QualityOptions, timing: dict[str, float]) -> dict[str, Any]:
     """Mean +- std per configuration, over the samples of this protocol's prompts and rounds."""
-    frame = frame[(frame["prompt_index"] < o.prompts) & (frame["round"] < o.rounds)]
+    frame = frame[(frame["prompt_index"] < len(prompt_list(o))) & (frame["round"] < o.rounds)]
     reference = timing.get(STANDARD, next((timing[c.label] for c in configs if c.sampler == "temperature"
                                            and c.label in timing), float("nan")))
     rows = []
@@ -486,15 +513,19 @@ def add_quality_arguments(p) -> None:
     g.add_argument("--scorer", default=None, help="model id or folder that grades the texts (perplexity)")
     g.add_argument("--sweep", default=None, help="temperature=T1,T2,...: the sampling configurations at each T")
     g.add_argument("--out", default="bench-out/quality", help="output folder; a rerun with it resumes")
-    g.add_argument("--prompts", type=int, default=len(BENCHMARK_PROMPTS), help="use the first N prompts")
+    g.add_argument("--prompts", type=int, default=None, help="use the first N prompts (default: all)")
+    g.add_argument("--prompts-file", default=None,
+                   help="your prompts, one per line (# lines skipped), instead of the built-in five")
     g.add_argument("--timing-tokens", type=int, default=32, help="tokens per solo speed run (0: no speed)")
     g.add_argument("--max-samples", type=int, default=None, help="stop after this many new samples")
 
 
 def run_quality_cli(args) -> int:
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()] if args.samplers else None
+    texts = read_prompts_file(args.prompts_file) if args.prompts_file else None
     options = QualityOptions(rounds=args.rounds, max_new_tokens=args.max_new_tokens, samplers=samplers,
                              scorer=args.scorer, sweep=parse_sweep(args.sweep), out=args.out, prompts=args.prompts,
+                             prompt_texts=texts,
                              timing_tokens=args.timing_tokens, timing_repeats=args.repeats,
                              max_samples=args.max_samples, progress=True)
     check_options(options)  # before loading any model

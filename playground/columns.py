@@ -216,6 +216,16 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            (("temperature", 1.0), ("top_k", 0), ("top_p", 0.9))),
     Preset("alphasampler", "the public AlphaSampler's defaults: raw α per token (no smoothing), COLD lookahead on",
            "adaptive_entropy", (("smoothing_window", 1),)),
+    Preset("min-p-0.05-dry-0.8", "min-p 0.05 at T = 1 with DRY 0.8 (base 1.75, allowed length 2)", "temperature",
+           (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("min_p", 0.05), ("dry_multiplier", 0.8))),
+    Preset("xtc-0.1-0.5-min-p-0.02", "XTC threshold 0.1, probability 0.5, at min-p 0.02 and T = 1", "temperature",
+           (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("min_p", 0.02), ("xtc_threshold", 0.1),
+            ("xtc_probability", 0.5))),
+    Preset("top-n-sigma-1-t-1.5", "top-nσ 1.0 at T = 1.5: a hot temperature the σ cut keeps coherent", "temperature",
+           (("temperature", 1.5), ("top_k", 0), ("top_p", 1.0), ("top_n_sigma", 1.0))),
+    Preset("mirostat-5", "mirostat v2 at τ = 5 bits, η 0.1", "mirostat", (("tau", 5.0),)),
+    Preset("entropix", "entropix's quadrant sampler with the public torch port's defaults (T 0.666, top-k 27, "
+           "top-p 0.9), its defects fixed", "entropix"),
 )}
 
 

@@ -340,6 +340,8 @@ class Engine:
         view = sampler_view(obs.get("drawn_from"), token, top_ids)
         logprob = float(stats.log_probs[0, token])
         signals = obs["signals"]
+        extra = {k: v for k, v in signals.items() if k not in SIGNAL_FIELDS}
+        extra.update(col.sampler.update(token, view.prob))  # a sampler with feedback (mirostat) moves now
         r_layers = obs.get("r_layers")
         row = TokenRow(
             step=len(col.tokens) - 1, id=token, text=self._token_text(col), prob=math.exp(logprob),
@@ -351,7 +353,7 @@ class Engine:
             params=obs["params"],
             order_parameter=r_layers[run.options.probe_layer] if r_layers else None,
             order_parameter_layers=r_layers, step_ms=round(step_ms, 3),
-            extra={k: v for k, v in signals.items() if k not in SIGNAL_FIELDS},
+            extra=extra,
             **{k: signals[k] for k in SIGNAL_FIELDS if k in signals},
         )
         col.rows.append(row)

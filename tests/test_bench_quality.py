@@ -123,7 +123,7 @@ def test_two_runs_give_identical_results(tiny_llama, tmp_path):
     bq.run_quality(tiny_llama, options(tmp_path / "b"), log=lambda m: None)
     a, b = quality_columns(tmp_path / "a/results.csv"), quality_columns(tmp_path / "b/results.csv")
     pd.testing.assert_frame_equal(a, b)
-    assert len(a) == 2 * 2 * 2  # configurations x prompts x rounds
+    assert len(a) == 3 * 2 * 2  # configurations (greedy, standard, min-p 0.1) x prompts x rounds
     assert sorted(set(a["seed"])) == [0, 1, 1000, 1001]  # prompt_index * 1000 + round
     sampled = a[a["config"] == "standard T=0.8"]
     assert sampled["text"].nunique() > 1  # the seeds differ, so do the texts
@@ -132,14 +132,14 @@ def test_two_runs_give_identical_results(tiny_llama, tmp_path):
 def test_resume_after_interruption_gives_the_same_summary(tiny_llama, tmp_path):
     full = bq.run_quality(tiny_llama, options(tmp_path / "full"), log=lambda m: None)
     part = bq.run_quality(tiny_llama, options(tmp_path / "part", max_samples=3), log=lambda m: None)
-    assert len(pd.read_csv(tmp_path / "part/results.csv")) == 4  # whole runs of 2 columns: stopped after 2 runs
-    assert sum(r["samples"] for r in part["configurations"]) == 4
+    assert len(pd.read_csv(tmp_path / "part/results.csv")) == 3  # whole runs of 3 columns: stopped after 1 run
+    assert sum(r["samples"] for r in part["configurations"]) == 3
     bq.run_quality(tiny_llama, options(tmp_path / "part"), log=lambda m: None)
     resumed = pd.read_csv(tmp_path / "part/results.csv")
-    assert len(resumed) == 8 and not resumed.duplicated(["config", "prompt_index", "round"]).any()
+    assert len(resumed) == 12 and not resumed.duplicated(["config", "prompt_index", "round"]).any()
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full/summary.csv"),
                                   pd.read_csv(tmp_path / "part/summary.csv"))
-    assert [r["samples"] for r in full["configurations"]] == [4, 4]
+    assert [r["samples"] for r in full["configurations"]] == [4, 4, 4]
 
 
 def test_ctrl_c_keeps_finished_samples_and_a_rerun_completes_them(tiny_llama, tmp_path, monkeypatch):
@@ -154,7 +154,7 @@ def test_ctrl_c_keeps_finished_samples_and_a_rerun_completes_them(tiny_llama, tm
     monkeypatch.setattr(Engine, "run", run_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         bq.run_quality(tiny_llama, options(tmp_path / "cut", rounds=3, prompts=1), log=lambda m: None)
-    assert len(pd.read_csv(tmp_path / "cut/results.csv")) == 4  # two finished runs of two columns
+    assert len(pd.read_csv(tmp_path / "cut/results.csv")) == 6  # two finished runs of three columns
     monkeypatch.setattr(Engine, "run", real_run)
     bq.run_quality(tiny_llama, options(tmp_path / "cut", rounds=3, prompts=1), log=lambda m: None)
     bq.run_quality(tiny_llama, options(tmp_path / "whole", rounds=3, prompts=1), log=lambda m: None)
@@ -200,3 +200,30 @@ def test_bad_flags_are_refused_with_one_line(flags, named, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and named in err and "\n" not in err
     assert not (tmp_path / "results.csv").exists()
+
+
+def test_a_prompts_file_gives_prompts_times_rounds_times_samplers_rows(tiny_llama, tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("# my prompts\nThe first one\n\nA second prompt\n  # indented comment\nThird, and last\n",
+                    encoding="utf-8")
+    texts = bq.read_prompts_file(path)
+    assert texts == ["The first one", "A second prompt", "Third, and last"]
+    summary = bq.run_quality(tiny_llama, options(tmp_path / "out", prompts=None, prompt_texts=texts, rounds=2),
+                             log=lambda m: None)
+    frame = pd.read_csv(tmp_path / "out" / "results.csv")
+    configs = len(bq.build_configs(["greedy", "temperature"], None, []))  # greedy, standard, min-p 0.1
+    assert len(frame) == 3 * 2 * configs  # 3 prompts x 2 rounds x the samplers' configurations
+    assert sorted(set(frame["prompt_index"])) == [0, 1, 2]
+    assert summary["protocol"]["prompt_set"] == texts
+    with pytest.raises(bq.PlaygroundError, match="different benchmark"):  # another prompt set, same folder
+        bq.run_quality(tiny_llama, options(tmp_path / "out", prompts=None, prompt_texts=texts[:2], rounds=2),
+                       log=lambda m: None)
+    (tmp_path / "empty.txt").write_text("# nothing\n", encoding="utf-8")
+    assert main(["bench", "quality", "--out", str(tmp_path / "e"), "--prompts-file", str(tmp_path / "empty.txt")]) == 2
+
+
+def test_the_protocol_has_the_new_samplers_at_equal_temperature():
+    labels = {label: (sampler, overrides, t) for label, sampler, overrides, t in bq.PROTOCOL}
+    assert labels["min_p 0.1 T=0.8"] == ("temperature", {"top_k": 0, "top_p": 1.0, "min_p": 0.1}, 0.8)
+    assert labels["mirostat tau=5"][0] == "mirostat" and labels["entropix"][0] == "entropix"
+    assert len(bq.build_configs(None, None, [])) <= bq.MAX_COLUMNS  # still one batched run

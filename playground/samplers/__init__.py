@@ -6,7 +6,9 @@ from typing import Any
 
 from .adaptive import AdaptiveEntropySampler
 from .base import Decision, PlaygroundError, RunContext, Sampler, SettingsError, StepView, build_settings
+from .entropix import EntropixSampler
 from .greedy import GreedySampler
+from .mirostat import MirostatSampler
 from .phase_slip import PhaseSlip
 from .temperature import TemperatureSampler
 
@@ -15,6 +17,8 @@ SAMPLERS: dict[str, type[Sampler]] = {
     TemperatureSampler.name: TemperatureSampler,
     PhaseSlip.name: PhaseSlip,
     AdaptiveEntropySampler.name: AdaptiveEntropySampler,
+    MirostatSampler.name: MirostatSampler,
+    EntropixSampler.name: EntropixSampler,
 }
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .base import Decision, PlaygroundError, RunContext, Sampler, StepView, require
+from .base import Decision, PlaygroundError, RunContext, Sampler, StepView, require, setting
 from .temperature import sampling_probs
 
 COLD, MIXED, HOT = "COLD", "MIXED", "HOT"
@@ -144,15 +144,16 @@ def _finite(x: float) -> bool:
 class AdaptiveSettings:
     """Defaults are the reference's; smoothing_window=4 is ours (README explains why)."""
 
-    cold_point: float = 0.6
-    hot_point: float = 1.8
-    smoothing_window: int = 4  # tokens in the moving average of alpha (1 = raw alpha)
-    repetition_window: int = 128  # the repetition penalty sees this many most recent tokens
-    lookahead: bool = True  # COLD-state lookahead on/off
-    spec_top_k: int = 3
-    spec_top_p: float = 0.9
-    entropy_weight: float = 0.8
-    var_entropy_weight: float = 0.2
+    cold_point: float = setting(0.6, "smoothed α below this is COLD (lookahead, colder schedule)")
+    hot_point: float = setting(1.8, "smoothed α above this is HOT")
+    smoothing_window: int = setting(4, "tokens in the moving average of α (1 = raw α, the public default)")
+    repetition_window: int = setting(128, "the repetition penalty sees this many most recent tokens")
+    lookahead: bool = setting(True, "COLD state: feed the top candidates and keep the one with the calmest "
+                                    "attention (off: draw)")
+    spec_top_k: int = setting(3, "lookahead: at most this many candidates")
+    spec_top_p: float = setting(0.9, "lookahead: candidates while the mass ranked above stays below this")
+    entropy_weight: float = setting(0.8, "lookahead score: weight of the mean attention entropy over heads")
+    var_entropy_weight: float = setting(0.2, "lookahead score: weight of its variance over heads")
 
     def __post_init__(self):
         p = "adaptive_entropy."

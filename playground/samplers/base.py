@@ -37,10 +37,14 @@ class StepView:
 
 @dataclass
 class Decision:
-    """A sampler's answer for one step: exactly one of probs, token or candidates."""
+    """A sampler's answer for one step: probs, token or candidates (a token may bring its probs).
+
+    A token with probs: the sampler chose it with draws of its own, and probs is the law it was
+    chosen by (entropix's best of five); the row's sampler view is read from that law.
+    """
 
     probs: torch.Tensor | None = None  # the engine draws from these with the column's generator
-    token: int | None = None  # a deterministic choice
+    token: int | None = None  # the sampler's own choice
     candidates: list[int] | None = None  # feed these as rows next step, then call choose()
     params: dict[str, Any] = field(default_factory=dict)  # sampling parameters in force
     signals: dict[str, Any] = field(default_factory=dict)  # telemetry: fusion_alpha, state, ...
@@ -83,9 +87,21 @@ class Sampler:
         """Pick one of the candidates asked for last step, from their rows' outputs."""
         raise NotImplementedError
 
+    def update(self, token: int, sampler_prob: float) -> dict[str, Any]:
+        """After the draw: the token the column took and its probability under the sampler's distribution.
+
+        Returns telemetry for that token's row (``extra``); a sampler with feedback (mirostat) moves here.
+        """
+        return {}
+
 
 # ---------------------------------------------------------------------------------------
 # Settings: dataclasses whose fields are typed; overrides arrive as strings from the CLI/UI.
+
+
+def setting(default: Any, help: str) -> Any:
+    """A Settings field with its one-line help: what it does, and the value that turns it off."""
+    return field(default=default, metadata={"help": help})
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:

@@ -32,8 +32,8 @@ import torch
 
 from ..calibration import Head, calibrate_heads, last_layers_heads
 from ..rotation import kl_divergence, rotate_toward
-from .base import Decision, RunContext, Sampler, SettingsError, StepView, require
-from .temperature import check_sampling_params, sample_decision
+from .base import Decision, RunContext, Sampler, SettingsError, StepView, require, setting
+from .temperature import ChainSettings, check_sampling_params, sample_decision
 
 BLEND_BETA = 0.15  # the public code's blend weight: the share of the noise angle that survives
 ENTROPY_PIVOT = 2.5  # nats; alpha = alpha0 + (1 - alpha0) * sigmoid(ENTROPY_PIVOT - H)
@@ -101,19 +101,27 @@ def parse_heads(text: str, key: str = "phase_slip.heads") -> list[Head]:
 
 
 @dataclass
-class PhaseSlipSettings:
+class PhaseSlipCore:
     """Defaults are the public version's; ``heads`` (e.g. '27.1,28.0') overrides calibration."""
 
-    noise_scale: float = 0.03
-    logit_fusion_alpha: float = 0.45
-    perturbation_window: int = 12
-    temperature: float = 0.65
-    top_k: int = 40
-    top_p: float = 0.92
-    calibrate: bool = True
-    search_layers: int = 6
-    n_heads: int = 3
-    heads: str = ""
+    noise_scale: float = setting(0.03, "ε, the weight of the noise in the public blend; sets the rotation angle "
+                                       "of the Value vectors (0 = no perturbation)")
+    logit_fusion_alpha: float = setting(0.45, "α0, the least weight of the clean logits in the fusion "
+                                              "(1 = clean logits only)")
+    perturbation_window: int = setting(12, "how many of the newest generated positions are rotated (0 = none)")
+    temperature: float = setting(0.65, "divide the fused logits by T before top-k and top-p (0 = greedy)")
+    top_k: int = setting(40, "keep the k most likely tokens (0 = off)")
+    top_p: float = setting(0.92, "nucleus: keep the most likely tokens up to this mass (1 = off)")
+    calibrate: bool = setting(True, "choose the perturbed heads by calibration (off: every KV head of the last "
+                                    "search_layers layers)")
+    search_layers: int = setting(6, "calibration searches the KV heads of this many last layers")
+    n_heads: int = setting(3, "how many heads calibration keeps")
+    heads: str = setting("", "explicit LAYER.KV_HEAD list, e.g. '27.1,28.0', instead of calibration (empty = off)")
+
+
+@dataclass
+class PhaseSlipSettings(ChainSettings, PhaseSlipCore):
+    """Phase-Slip's settings, then the temperature chain's other members (all off by default)."""
 
     def __post_init__(self):
         p = "phase_slip."
@@ -128,6 +136,7 @@ class PhaseSlipSettings:
         require(self.search_layers >= 1, f"{p}search_layers must be >= 1, got {self.search_layers}")
         require(self.n_heads >= 1, f"{p}n_heads must be >= 1, got {self.n_heads}")
         parse_heads(self.heads, f"{p}heads")
+        self.check_chain(p)
 
 
 def check_against_model(settings: PhaseSlipSettings, lm: Any) -> None:
@@ -163,6 +172,7 @@ class PhaseSlip(Sampler):
             check_against_model(self.settings, lm)
         self.heads: list[Head] = []
         self.generator = torch.Generator()
+        self.extra: dict[str, Any] = {}
         self._perturbed_positions = 0
 
     def eligible_heads(self) -> list[Head]:
@@ -186,6 +196,7 @@ class PhaseSlip(Sampler):
         self._by_layer = {layer: torch.tensor(hs) for layer, hs in sorted(by_layer.items())}
         self.generator = torch.Generator().manual_seed(ctx.seed)  # its own: the column's draws stay untouched
         self._perturbed_positions = 0
+        self.extra = self.settings.processors(self.lm, torch.Generator().manual_seed(ctx.seed))  # XTC's own coin
 
     def perturb(self, values: list[torch.Tensor], n_prompt: int, step: int) -> int:
         """Rotate the eligible heads' Values of the last min(W, generated) positions; return that count."""
@@ -214,4 +225,5 @@ class PhaseSlip(Sampler):
                   "noise_scale": s.noise_scale, "perturbation_window": s.perturbation_window}
         signals = {"fusion_alpha": alpha, "perturbed_positions": self._perturbed_positions,
                    "perturbed_kl": float(kl_divergence(log_p, log_q)), "eligible_heads": self.head_labels}
-        return sample_decision(fused, view.input_ids, params, s.temperature, s.top_k, s.top_p, signals=signals)
+        return sample_decision(fused, view.input_ids, params, s.temperature, s.top_k, s.top_p, signals=signals,
+                               extra=self.extra)

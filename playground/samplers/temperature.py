@@ -1,7 +1,13 @@
-"""Temperature sampling with repetition penalty, top-k, top-p and min-p (transformers' processors).
+"""Temperature sampling and its chain of truncations (transformers' processors where they exist).
 
-The order is that of ``model.generate``: repetition penalty, temperature, top-k, top-p, min-p,
-then a draw from the renormalised distribution. T = 0 means greedy.
+The chain, in this order (ALGORITHMS.md section 8; processors that are off are left out):
+
+    repetition penalty -> DRY -> top-nσ -> temperature -> top-k -> top-p -> min-p
+    -> typical-p -> epsilon -> eta -> XTC -> a draw from the renormalised distribution
+
+The first part is ``model.generate``'s order, so the published baselines stay comparable; DRY sits
+beside the repetition penalty, top-nσ before temperature (its kept set ignores temperature), XTC
+last. T = 0 means greedy: the argmax of the clean logits, the chain left out.
 """
 from __future__ import annotations
 
@@ -10,15 +16,21 @@ from typing import Any
 
 import torch
 from transformers import (
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
+    LogitsProcessor,
     LogitsProcessorList,
     MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
+    TypicalLogitsWarper,
 )
 
-from .base import Decision, Sampler, StepView, require
+from .base import Decision, RunContext, Sampler, StepView, require, setting
+from .chain import (DRY_BREAKERS, DRYLogitsProcessor, TopNSigmaLogitsWarper, XTCLogitsWarper, breaker_ids,
+                    parse_breakers)
 
 
 def check_sampling_params(temperature: float, top_k: int, top_p: float, min_p: float = 0.0,
@@ -32,12 +44,22 @@ def check_sampling_params(temperature: float, top_k: int, top_p: float, min_p: f
             f"{prefix}repetition_penalty must be in (0, 10], got {repetition_penalty}")
 
 
+# the chain's later members, by where they sit: before temperature, after the generate order
+EARLY, LATE = ("dry", "top_n_sigma"), ("typical_p", "epsilon", "eta", "xtc")
+
+
 def sampling_processors(temperature: float, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-                        repetition_penalty: float = 1.0) -> LogitsProcessorList:
-    """The transformers processors for these parameters, in generate's order; off ones left out."""
+                        repetition_penalty: float = 1.0,
+                        extra: dict[str, LogitsProcessor] | None = None) -> LogitsProcessorList:
+    """The processors for these parameters in the chain's order; off ones left out.
+
+    ``extra``: the chain's other members that are on (``ChainSettings.processors``), by name.
+    """
+    extra = extra or {}
     chain = LogitsProcessorList()
     if repetition_penalty != 1.0:
         chain.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
+    chain.extend(extra[name] for name in EARLY if name in extra)
     if temperature != 1.0:
         chain.append(TemperatureLogitsWarper(temperature))
     if top_k > 0:
@@ -46,55 +68,134 @@ def sampling_processors(temperature: float, top_k: int = 0, top_p: float = 1.0, 
         chain.append(TopPLogitsWarper(top_p))
     if min_p > 0.0:
         chain.append(MinPLogitsWarper(min_p))
+    chain.extend(extra[name] for name in LATE if name in extra)
     return chain
 
 
 def sampling_probs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float, top_k: int = 0,
                    top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
-                   penalty_ids: torch.Tensor | None = None) -> torch.Tensor:
+                   penalty_ids: torch.Tensor | None = None,
+                   extra: dict[str, LogitsProcessor] | None = None) -> torch.Tensor:
     """softmax of the processed logits: the distribution a temperature draw samples from.
 
-    ``penalty_ids`` (default: all of ``input_ids``) are the tokens the repetition penalty sees.
+    ``penalty_ids`` (default: all of ``input_ids``) are the tokens the repetition penalty sees;
+    DRY always sees the whole context.
     """
-    chain = sampling_processors(temperature, top_k, top_p, min_p, repetition_penalty)
+    chain = sampling_processors(temperature, top_k, top_p, min_p, repetition_penalty, extra)
     ids = (input_ids if penalty_ids is None else penalty_ids).view(1, -1)
-    scores = chain(ids, logits.view(1, -1).float())
+    scores = logits.view(1, -1).float()
+    for processor in chain:
+        context = input_ids.view(1, -1) if isinstance(processor, DRYLogitsProcessor) else ids
+        scores = processor(context, scores)
     return torch.softmax(scores, dim=-1)[0]
 
 
 def sample_decision(logits: torch.Tensor, input_ids: torch.Tensor, params: dict[str, Any], temperature: float,
                     top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
-                    signals: dict[str, Any] | None = None) -> Decision:
+                    signals: dict[str, Any] | None = None,
+                    extra: dict[str, LogitsProcessor] | None = None) -> Decision:
     """T = 0: the argmax of ``logits``; otherwise ``sampling_probs`` for the engine to draw from."""
     signals = {} if signals is None else signals
     if temperature == 0.0:
         return Decision(token=int(logits.argmax()), params=params, signals=signals)
-    probs = sampling_probs(logits, input_ids, temperature, top_k, top_p, min_p, repetition_penalty)
+    probs = sampling_probs(logits, input_ids, temperature, top_k, top_p, min_p, repetition_penalty, extra=extra)
+    if extra and "xtc" in extra:
+        signals["xtc_applied"] = extra["xtc"].last_applied
     return Decision(probs=probs, params=params, signals=signals)
 
 
 @dataclass
-class TemperatureSettings:
+class ChainSettings:
+    """The chain's other members (ALGORITHMS.md section 8); every default is off."""
+
+    typical_p: float = setting(1.0, "typical-p: keep the tokens whose surprisal is nearest the entropy until "
+                                    "their mass reaches typical_p (1 = off)")
+    epsilon: float = setting(0.0, "ε-sampling: drop tokens with p < ε (0 = off)")
+    eta: float = setting(0.0, "η-sampling: drop tokens with p < min(η, √η·exp(-H)) (0 = off)")
+    top_n_sigma: float = setting(0.0, "top-nσ: keep tokens with logit >= max - n·σ of the logits; the same set at "
+                                      "any temperature (0 = off; the paper uses 1)")
+    xtc_threshold: float = setting(0.1, "XTC: tokens with p >= this are the top choices (above 0.5 = off)")
+    xtc_probability: float = setting(0.0, "XTC: chance per step of removing every top choice but the least likely; "
+                                          "never newline or EOS (0 = off)")
+    dry_multiplier: float = setting(0.0, "DRY: penalty multiplier · base^(n - allowed_length) for a token that "
+                                         "would extend a repeat of n tokens (0 = off)")
+    dry_base: float = setting(1.75, "DRY: growth of the penalty per repeated token beyond allowed_length")
+    dry_allowed_length: int = setting(2, "DRY: repeats up to this many tokens go unpenalised")
+    dry_sequence_breakers: str = setting(DRY_BREAKERS, "DRY: JSON list of texts that end a repeat "
+                                                       "(a token containing one breaks it)")
+
+    def check_chain(self, prefix: str) -> None:
+        p = prefix
+        require(0.0 < self.typical_p <= 1.0, f"{p}typical_p must be in (0, 1] (1 = off), got {self.typical_p}")
+        require(0.0 <= self.epsilon < 1.0, f"{p}epsilon must be in [0, 1) (0 = off), got {self.epsilon}")
+        require(0.0 <= self.eta < 1.0, f"{p}eta must be in [0, 1) (0 = off), got {self.eta}")
+        require(0.0 <= self.top_n_sigma <= 100.0, f"{p}top_n_sigma must be in [0, 100] (0 = off), got {self.top_n_sigma}")
+        require(0.0 <= self.xtc_threshold <= 1.0, f"{p}xtc_threshold must be in [0, 1], got {self.xtc_threshold}")
+        require(0.0 <= self.xtc_probability <= 1.0,
+                f"{p}xtc_probability must be in [0, 1] (0 = off), got {self.xtc_probability}")
+        require(0.0 <= self.dry_multiplier <= 100.0,
+                f"{p}dry_multiplier must be in [0, 100] (0 = off), got {self.dry_multiplier}")
+        require(1.0 <= self.dry_base <= 10.0, f"{p}dry_base must be in [1, 10], got {self.dry_base}")
+        require(0 <= self.dry_allowed_length <= 1024,
+                f"{p}dry_allowed_length must be an integer in [0, 1024], got {self.dry_allowed_length}")
+        parse_breakers(self.dry_sequence_breakers, f"{p}dry_sequence_breakers")
+
+    def processors(self, lm: Any, generator: torch.Generator) -> dict[str, LogitsProcessor]:
+        """The members that are on, by name; XTC's coin from ``generator`` (the sampler's own)."""
+        out: dict[str, LogitsProcessor] = {}
+        if self.dry_multiplier > 0:
+            breakers = breaker_ids(lm.tokenizer, parse_breakers(self.dry_sequence_breakers))
+            out["dry"] = DRYLogitsProcessor(self.dry_multiplier, self.dry_base, self.dry_allowed_length, breakers)
+        if self.top_n_sigma > 0:
+            out["top_n_sigma"] = TopNSigmaLogitsWarper(self.top_n_sigma)
+        if self.typical_p < 1.0:
+            out["typical_p"] = TypicalLogitsWarper(self.typical_p)
+        if self.epsilon > 0:
+            out["epsilon"] = EpsilonLogitsWarper(self.epsilon)
+        if self.eta > 0:
+            out["eta"] = EtaLogitsWarper(self.eta)
+        if self.xtc_probability > 0 and self.xtc_threshold <= 0.5:
+            newline = lm.tokenizer.encode("\n", add_special_tokens=False)
+            out["xtc"] = XTCLogitsWarper(self.xtc_threshold, self.xtc_probability, generator,
+                                         set(lm.eos_ids) | set(newline))
+        return out
+
+
+@dataclass
+class TemperatureCore:
     """Defaults are the public benchmark's standard sampling: T 0.8, top-k 40, top-p 0.92."""
 
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.92
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
+    temperature: float = setting(0.8, "divide the logits by T before the truncations (0 = greedy)")
+    top_k: int = setting(40, "keep the k most likely tokens (0 = off)")
+    top_p: float = setting(0.92, "nucleus: keep the most likely tokens up to this mass (1 = off)")
+    min_p: float = setting(0.0, "drop tokens with p < min_p · p(top token) (0 = off)")
+    repetition_penalty: float = setting(1.0, "divide positive (multiply negative) logits of tokens already in the "
+                                             "text by this (1 = off)")
+
+
+@dataclass
+class TemperatureSettings(ChainSettings, TemperatureCore):
+    """The standard sampler's five settings, then the chain's other members (all off by default)."""
 
     def __post_init__(self):
         check_sampling_params(self.temperature, self.top_k, self.top_p, self.min_p,
                               self.repetition_penalty, prefix="temperature.")
+        self.check_chain("temperature.")
 
 
 class TemperatureSampler(Sampler):
     name = "temperature"
     Settings = TemperatureSettings
 
+    def start(self, ctx: RunContext) -> None:
+        self.generator = torch.Generator().manual_seed(ctx.seed)  # XTC's coin: never the column's draw
+        self.extra = self.settings.processors(self.lm, self.generator) if self.lm is not None else {}
+
     def decide(self, view: StepView) -> Decision:
         s = self.settings
         params = {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
                   "min_p": s.min_p, "repetition_penalty": s.repetition_penalty}
+        params.update({name: getattr(s, name) for name in ("typical_p", "epsilon", "eta", "top_n_sigma")
+                       if name in getattr(self, "extra", {})})
         return sample_decision(view.logits, view.input_ids, params, s.temperature, s.top_k, s.top_p,
-                               s.min_p, s.repetition_penalty)
+                               s.min_p, s.repetition_penalty, extra=getattr(self, "extra", None))
