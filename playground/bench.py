@@ -221,7 +221,8 @@ def dry_step_overhead(engine: Engine, args) -> dict[str, Any]:
         for key, spec in (("on", on), ("off", off)):
             samples[key].append(timed(spec)())
     return {"dry_context_tokens": len(engine.lm.encode(DRY_PROMPT)),
-            "dry_step_on_ms": round(min(samples["on"]) * 1000, 2), "dry_step_off_ms": round(min(samples["off"]) * 1000, 2),
+            "dry_step_on_ms": round(min(samples["on"]) * 1000, 2),
+            "dry_step_off_ms": round(min(samples["off"]) * 1000, 2),
             "dry_step_overhead": round(min(samples["on"]) / min(samples["off"]), 3)}
 
 

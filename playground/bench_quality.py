@@ -132,7 +132,8 @@ def check_options(o: QualityOptions) -> None:
     integer(o.max_new_tokens, "--max-new-tokens", 1, MAX_NEW_TOKENS)
     texts = o.prompt_texts if o.prompt_texts is not None else BENCHMARK_PROMPTS
     if not texts:
-        raise PlaygroundError("--prompts-file: the file has no prompt (one per line; lines starting with # are skipped)")
+        raise PlaygroundError("--prompts-file: the file has no prompt "
+                              "(one per line; lines starting with # are skipped)")
     if o.prompts is not None:
         integer(o.prompts, "--prompts", 1, len(texts))
     integer(o.timing_tokens, "--timing-tokens", 0, MAX_NEW_TOKENS)

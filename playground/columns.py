@@ -173,7 +173,8 @@ def sweep(spec: ColumnSpec, key: str, values: list[Any]) -> list[ColumnSpec]:
         else:
             changes = changed_settings(spec.sampler, typed) | {key: getattr(typed, key)}
             order = list(dataclasses.asdict(typed))
-            label = f"{spec.sampler} · {describe_settings(dict(sorted(changes.items(), key=lambda kv: order.index(kv[0]))))}"
+            ordered = dict(sorted(changes.items(), key=lambda kv: order.index(kv[0])))
+            label = f"{spec.sampler} · {describe_settings(ordered)}"
         out.append(ColumnSpec(spec.sampler, settings, label))
     return out
 

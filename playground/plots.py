@@ -20,7 +20,8 @@ PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#d
 # the signal panels, top to bottom: telemetry key, panel title, hover name, what to say when it is empty
 SIGNAL_PANELS = (
     ("entropy", "entropy H of the clean distribution (nats)", "H", None),
-    ("fusion_alpha", "fusion α (Phase-Slip; 0.45–1)", "fusion α", "no fusion α in these columns (Phase-Slip has one)"),
+    ("fusion_alpha", "fusion α (Phase-Slip; 0.45–1)", "fusion α",
+     "no fusion α in these columns (Phase-Slip has one)"),
     ("adaptive_alpha", "adaptive α (adaptive sampler; 0–2)", "adaptive α",
      "no adaptive α in these columns (the adaptive sampler has one)"),
     ("order_parameter", "Kuramoto R", "R", "no Kuramoto R recorded"),

@@ -220,3 +220,12 @@ def test_mirostat_keeps_the_mean_surprise_near_tau_on_the_default_model(real_lm)
     print(f"mirostat tau=5: {len(rows)} tokens, mean observed surprise {mean:.3f} bits, "
           f"mu from {rows[0].extra['mu']:.2f} to {rows[-1].extra['mu_next']:.2f}")
     assert len(rows) >= 100 and abs(mean - 5.0) < 1.0
+
+
+def test_xtc_on_a_model_protects_its_newline_and_eos(real_lm):
+    settings = make_settings("temperature", {"xtc_probability": 1.0, "xtc_threshold": 0.1})
+    xtc = settings.processors(real_lm, torch.Generator().manual_seed(0))["xtc"]
+    newline = real_lm.tokenizer.encode("\n", add_special_tokens=False)
+    assert set(xtc.protected.tolist()) == set(real_lm.eos_ids) | set(newline)
+    off = make_settings("temperature", {"xtc_probability": 1.0, "xtc_threshold": 0.6})  # above 0.5: off
+    assert "xtc" not in off.processors(real_lm, torch.Generator())

@@ -94,7 +94,8 @@ def quadrant_params(state: str, stats: dict[str, float], temperature: float, top
     return params
 
 
-def best_of(probs: torch.Tensor, clean_logits: torch.Tensor, n: int, generator: torch.Generator) -> tuple[int, list[int]]:
+def best_of(probs: torch.Tensor, clean_logits: torch.Tensor, n: int,
+            generator: torch.Generator) -> tuple[int, list[int]]:
     """Draw ``n`` candidates from ``probs`` (in proportion, the sampler's own generator); keep the one
     with the highest clean log-probability."""
     candidates = torch.multinomial(probs.double(), n, replacement=True, generator=generator)

@@ -129,7 +129,8 @@ class ChainSettings:
         require(0.0 < self.typical_p <= 1.0, f"{p}typical_p must be in (0, 1] (1 = off), got {self.typical_p}")
         require(0.0 <= self.epsilon < 1.0, f"{p}epsilon must be in [0, 1) (0 = off), got {self.epsilon}")
         require(0.0 <= self.eta < 1.0, f"{p}eta must be in [0, 1) (0 = off), got {self.eta}")
-        require(0.0 <= self.top_n_sigma <= 100.0, f"{p}top_n_sigma must be in [0, 100] (0 = off), got {self.top_n_sigma}")
+        require(0.0 <= self.top_n_sigma <= 100.0,
+                f"{p}top_n_sigma must be in [0, 100] (0 = off), got {self.top_n_sigma}")
         require(0.0 <= self.xtc_threshold <= 1.0, f"{p}xtc_threshold must be in [0, 1], got {self.xtc_threshold}")
         require(0.0 <= self.xtc_probability <= 1.0,
                 f"{p}xtc_probability must be in [0, 1] (0 = off), got {self.xtc_probability}")
