@@ -129,7 +129,7 @@ def score_heads(lm: Any, ids: list[int], candidates: list[Head], window: int,
                 values = cache.layers[layer].values
                 values[row, head, -width:] = rotate_toward(values[row, head, -width:], angle, noise[start + row - 1])
             tokens = torch.tensor([probe] * (len(chunk) + 1))
-            logits = model(tokens, past_key_values=cache, use_cache=True).logits.double()
+            logits = lm.forward(tokens, cache)[0].logits.double()
             log_p = torch.log_softmax(logits, dim=-1)  # [rows, k, V]
             clean, perturbed = log_p[:1], log_p[1:]
             kl = kl_divergence(clean, perturbed)  # [candidates, k]

@@ -8,6 +8,9 @@ sampler asks for; ``rows.RowPlan`` lays them out and keeps the cache in step (se
 Prefill. The prompt goes in without attention weights (sdpa, in chunks), and its last token
 is fed like a decoding step, so memory grows linearly with the prompt.
 
+Branches. ``branch`` runs a run's columns again from another token at one step of one column:
+the prompt ids gain that column's tokens before the step, then the token (``Parent`` says which).
+
 Randomness (common random numbers). Each column has its own torch.Generator seeded with the
 run seed alone, and the engine draws exactly one uniform number per column per step, used
 or not. A column's tokens therefore do not depend on its neighbours, and two samplers that
@@ -257,9 +260,9 @@ class Engine:
             sampler = cls(st, self.lm)
             sampler.start(RunContext(seed=options.seed, prompt_ids=torch.tensor(prompt_ids)))
             generator = torch.Generator().manual_seed(options.seed)  # the run seed alone: common random numbers
+            asked = ColumnSpec(spec.sampler, {k: getattr(st, k) for k in spec.settings}, spec.label)  # typed values
             columns.append(Column(label=label, sampler_name=spec.sampler, settings=st,
-                                  sampler=sampler, generator=generator,
-                                  spec=ColumnSpec(spec.sampler, {k: getattr(st, k) for k in spec.settings}, spec.label)))
+                                  sampler=sampler, generator=generator, spec=asked))
         return columns
 
     def _prefill(self):
@@ -276,9 +279,7 @@ class Engine:
     # ---- one step -----------------------------------------------------------------------
     def _forward(self, rows: list[Row]):
         tokens = torch.tensor([[r.token] for r in rows], dtype=torch.long)
-        out = self.lm.model(tokens, past_key_values=self.rows.cache, use_cache=True,
-                            output_attentions=self.need_attn)
-        self.rows.cache = out.past_key_values
+        out, self.rows.cache = self.lm.forward(tokens, self.rows.cache, output_attentions=self.need_attn)
         attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if self.need_attn else None
         return out.logits[:, -1, :].float(), attn
 

@@ -9,6 +9,7 @@ weights, and the adaptive sampler and the Kuramoto read-out need them.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import shutil
 import tempfile
@@ -64,6 +65,19 @@ class LoadedModel:
             eos = self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
         self.model.eval()
+        # transformers renamed forward's `past_key_values` to `cache` (the old name goes in 5.40)
+        self.cache_keyword = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
+            else "past_key_values"
+
+    def forward(self, tokens: torch.Tensor, cache: Any, **kwargs: Any) -> tuple[Any, Any]:
+        """One pass that reads and extends ``cache``: (the model's output, the cache it returns).
+
+        The cache goes in by the keyword this transformers version names it, so no deprecation
+        warning is printed and the code keeps working once the old name is removed.
+        """
+        out = self.model(tokens, **{self.cache_keyword: cache}, use_cache=True, **kwargs)
+        returned = out.get("cache")
+        return out, returned if returned is not None else out.get("past_key_values")
 
     @contextmanager
     def fast_attention(self):
@@ -96,8 +110,7 @@ class LoadedModel:
         with (self.fast_attention() if fast else nullcontext(False)) as sdpa:
             chunk = PREFILL_CHUNK if sdpa else EAGER_PREFILL_CHUNK
             for start in range(0, len(ids), chunk):
-                self.model(ids[start:start + chunk].view(1, -1), past_key_values=cache, use_cache=True,
-                           logits_to_keep=1)
+                self.forward(ids[start:start + chunk].view(1, -1), cache, logits_to_keep=1)
         return cache
 
     def encode(self, prompt: str, chat: bool = False) -> list[int]:

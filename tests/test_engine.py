@@ -227,3 +227,17 @@ def test_a_stream_resumed_from_other_threads_stays_in_inference_mode(tiny_llama)
     keys = engine.cache.layers[0].keys
     assert keys.shape[2] == len(engine.prompt) + 3
     assert not keys.requires_grad and torch.is_inference(keys)
+
+
+def test_a_run_passes_the_cache_by_the_current_keyword_without_a_deprecation_warning(real_lm):
+    import warnings
+
+    from playground.calibration import calibrate_heads
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Engine(real_lm).run("Hello there " * 300, ["greedy", "phase_slip", "adaptive_entropy"],
+                            RunOptions(max_new_tokens=3))
+        calibrate_heads(real_lm, "A short calibration text for the warning check.", search_layers=1, n_heads=1)
+    deprecations = [str(w.message) for w in caught if "past_key_values" in str(w.message)]
+    assert deprecations == []

@@ -18,8 +18,8 @@ FOUR = ["greedy", "temperature", "phase_slip", "adaptive_entropy"]
 
 def full_attention_prefill(self):
     """The prefill before issue 12: the whole prompt in one eager pass with every attention map."""
-    out = self.lm.model(self.prompt.view(1, -1), use_cache=True, output_attentions=self.need_attn, logits_to_keep=1)
-    self.rows = RowPlan(out.past_key_values)
+    out, cache = self.lm.forward(self.prompt.view(1, -1), None, output_attentions=self.need_attn, logits_to_keep=1)
+    self.rows = RowPlan(cache)
     attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if self.need_attn else None
     return out.logits[:, -1, :].float(), attn
 

@@ -107,7 +107,7 @@ def test_clean_cache_gets_one_position_equal_to_a_run_without_the_side_row(tiny_
         assert cache.get_seq_length() == length + 1
         with torch.inference_mode():  # the same step with the clean row alone
             alone = DynamicCache(ddp_cache_data=snapshot, config=lm.model.config)
-            lm.model(torch.tensor([[token]]), past_key_values=alone, use_cache=True)
+            lm.forward(torch.tensor([[token]]), alone)
         generated = length - n_prompt
         for index, layer in enumerate(cache.layers):
             clean_k, clean_v, side_k, side_v = layer.keys[0], layer.values[0], layer.keys[1], layer.values[1]
