@@ -188,6 +188,10 @@ class TemperatureSampler(Sampler):
     name = "temperature"
     Settings = TemperatureSettings
 
+    def __init__(self, settings: TemperatureSettings | None = None, lm: Any = None):
+        super().__init__(settings, lm)
+        self.extra: dict[str, LogitsProcessor] = {}  # the chain's other members that are on (set by start)
+
     def start(self, ctx: RunContext) -> None:
         self.generator = torch.Generator().manual_seed(ctx.seed)  # XTC's coin: never the column's draw
         self.extra = self.settings.processors(self.lm, self.generator) if self.lm is not None else {}
@@ -197,6 +201,6 @@ class TemperatureSampler(Sampler):
         params = {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
                   "min_p": s.min_p, "repetition_penalty": s.repetition_penalty}
         params.update({name: getattr(s, name) for name in ("typical_p", "epsilon", "eta", "top_n_sigma")
-                       if name in getattr(self, "extra", {})})
+                       if name in self.extra})
         return sample_decision(view.logits, view.input_ids, params, s.temperature, s.top_k, s.top_p,
-                               s.min_p, s.repetition_penalty, extra=getattr(self, "extra", None))
+                               s.min_p, s.repetition_penalty, extra=self.extra)

@@ -73,12 +73,14 @@ def _number(value: Any) -> str:
     return "–" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def settings_line(sampler: str, settings: Any) -> str:
-    """The settings a column ran with: what differs from the sampler's defaults, every setting on hover."""
+def settings_line(sampler: str, settings: Any, label: str = "") -> str:
+    """The settings a column ran with: what differs from the sampler's defaults, every setting on hover;
+    nothing when the label already says exactly that."""
     every = ", ".join(f"{f.name}={getattr(settings, f.name)}" for f in dataclasses.fields(settings))
-    shown = describe_settings(changed_settings(sampler, settings))
-    return (f'<div class="pg-settings" title="{html.escape(every, quote=True)}">'
-            f'{html.escape(sampler)} · {html.escape(shown)}</div>')
+    shown = f"{sampler} · {describe_settings(changed_settings(sampler, settings))}"
+    if shown == label:
+        return ""
+    return f'<div class="pg-settings" title="{html.escape(every, quote=True)}">{html.escape(shown)}</div>'
 
 
 def prompt_html(prompt: str, parent: Any = None) -> str:
@@ -126,14 +128,10 @@ def columns_html(run: Any, detail: bool = True) -> str:
     about a tenth of the bytes, sent four times a second; the finished run has them.
     """
     shown_prompt = prompt_html(run.prompt, run.parent)
-    cards = []
-    for i, c in enumerate(run.columns):
-        line = settings_line(c.sampler_name, c.settings)
-        said = f">{html.escape(c.label)}</div>" in line  # the label already says what differs
-        cards.append(column_card(i, c.label, run.prompt, c.rows, c.finish_reason,
-                                 column_metrics(c.rows, c.text, run.elapsed_s, run.prompt),
-                                 line.replace('class="pg-settings"', 'class="pg-settings pg-same"') if said else line,
-                                 shown_prompt, detail))
+    cards = [column_card(i, c.label, run.prompt, c.rows, c.finish_reason,
+                         column_metrics(c.rows, c.text, run.elapsed_s, run.prompt),
+                         settings_line(c.sampler_name, c.settings, c.label), shown_prompt, detail)
+             for i, c in enumerate(run.columns)]
     return f'{LEGEND}<div class="pg-columns">{"".join(cards)}</div>'
 
 
