@@ -33,7 +33,7 @@ import torch
 from ..calibration import Head, calibrate_heads, last_layers_heads
 from ..rotation import kl_divergence, rotate_toward
 from .base import Decision, RunContext, Sampler, SettingsError, StepView, require, setting
-from .temperature import ChainSettings, check_sampling_params, sample_decision
+from .temperature import TOP_K_HELP, TOP_P_HELP, ChainSettings, check_sampling_params, sample_decision
 
 BLEND_BETA = 0.15  # the public code's blend weight: the share of the noise angle that survives
 ENTROPY_PIVOT = 2.5  # nats; alpha = alpha0 + (1 - alpha0) * sigmoid(ENTROPY_PIVOT - H)
@@ -110,8 +110,8 @@ class PhaseSlipCore:
                                               "(1 = clean logits only)")
     perturbation_window: int = setting(12, "how many of the newest generated positions are rotated (0 = none)")
     temperature: float = setting(0.65, "divide the fused logits by T before top-k and top-p (0 = greedy)")
-    top_k: int = setting(40, "keep the k most likely tokens (0 = off)")
-    top_p: float = setting(0.92, "nucleus: keep the most likely tokens up to this mass (1 = off)")
+    top_k: int = setting(40, TOP_K_HELP)
+    top_p: float = setting(0.92, TOP_P_HELP)
     calibrate: bool = setting(True, "choose the perturbed heads by calibration (off: every KV head of the last "
                                     "search_layers layers)")
     search_layers: int = setting(6, "calibration searches the KV heads of this many last layers")

@@ -79,14 +79,14 @@ def sampling_probs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: f
     """softmax of the processed logits: the distribution a temperature draw samples from.
 
     ``penalty_ids`` (default: all of ``input_ids``) are the tokens the repetition penalty sees;
-    DRY always sees the whole context.
+    every other processor (DRY) sees the whole context.
     """
     chain = sampling_processors(temperature, top_k, top_p, min_p, repetition_penalty, extra)
-    ids = (input_ids if penalty_ids is None else penalty_ids).view(1, -1)
+    context = input_ids.view(1, -1)
+    penalised = context if penalty_ids is None else penalty_ids.view(1, -1)
     scores = logits.view(1, -1).float()
     for processor in chain:
-        context = input_ids.view(1, -1) if isinstance(processor, DRYLogitsProcessor) else ids
-        scores = processor(context, scores)
+        scores = processor(penalised if isinstance(processor, RepetitionPenaltyLogitsProcessor) else context, scores)
     return torch.softmax(scores, dim=-1)[0]
 
 
@@ -162,13 +162,17 @@ class ChainSettings:
         return out
 
 
+TOP_K_HELP = "keep the k most likely tokens (0 = off)"
+TOP_P_HELP = "nucleus: keep the most likely tokens up to this mass (1 = off)"
+
+
 @dataclass
 class TemperatureCore:
     """Defaults are the public benchmark's standard sampling: T 0.8, top-k 40, top-p 0.92."""
 
     temperature: float = setting(0.8, "divide the logits by T before the truncations (0 = greedy)")
-    top_k: int = setting(40, "keep the k most likely tokens (0 = off)")
-    top_p: float = setting(0.92, "nucleus: keep the most likely tokens up to this mass (1 = off)")
+    top_k: int = setting(40, TOP_K_HELP)
+    top_p: float = setting(0.92, TOP_P_HELP)
     min_p: float = setting(0.0, "drop tokens with p < min_p · p(top token) (0 = off)")
     repetition_penalty: float = setting(1.0, "divide positive (multiply negative) logits of tokens already in the "
                                              "text by this (1 = off)")

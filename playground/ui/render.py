@@ -76,10 +76,10 @@ def _number(value: Any) -> str:
 def settings_line(sampler: str, settings: Any, label: str = "") -> str:
     """The settings a column ran with: what differs from the sampler's defaults, every setting on hover;
     nothing when the label already says exactly that."""
-    every = ", ".join(f"{f.name}={getattr(settings, f.name)}" for f in dataclasses.fields(settings))
     shown = f"{sampler} · {describe_settings(changed_settings(sampler, settings))}"
     if shown == label:
         return ""
+    every = ", ".join(f"{f.name}={getattr(settings, f.name)}" for f in dataclasses.fields(settings))
     return f'<div class="pg-settings" title="{html.escape(every, quote=True)}">{html.escape(shown)}</div>'
 
 
