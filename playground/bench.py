@@ -15,7 +15,8 @@ import torch
 
 from .columns import ColumnSpec, column_labels, preset, sweep
 from .engine import Engine, RunOptions
-from .models import load_model, load_stock_model
+from .kernels import MEASURED_ROWS
+from .models import add_model_arguments, load_stock_model, model_from_arguments
 from .samplers import SAMPLERS
 from .timing import interleaved, tokens_per_second
 
@@ -73,21 +74,28 @@ def _stock_generate(model: Any, ids: torch.Tensor, new_tokens: int, seed: int, p
 def temperature_vs_generate(engine: Engine, args) -> dict[str, Any]:
     """Our temperature sampler's tok/s over ``generate``'s, same settings (T 0.8, top-k 40, top-p 0.92):
     against stock transformers (a separately loaded, unmodified model with its default attention: what
-    a user would run instead), and against ``generate`` on our own loaded model (same kernels)."""
+    a user would run instead), and against ``generate`` on our own loaded model (same kernels).
+
+    The headline runs without Kuramoto R, the same work as ``generate`` (no attention weights: sdpa);
+    ``temperature_with_R_vs_stock_generate`` is the page's default, R recorded (eager attention)."""
     lm = engine.lm
-    ids = torch.tensor([lm.encode(BENCH_PROMPT)])
-    stock = load_stock_model(args.model)
+    ids = torch.tensor([lm.encode(BENCH_PROMPT)], device=lm.device)
+    stock = load_stock_model(args.model, lm.device, lm.dtype)
     samples = interleaved({
-        "ours": lambda: engine_tokens(engine, [ColumnSpec("temperature")], args),
+        "ours": lambda: engine_tokens(engine, [ColumnSpec("temperature")], args, record_order_parameter=False),
+        "ours_with_R": lambda: engine_tokens(engine, [ColumnSpec("temperature")], args),
         "stock": _stock_generate(stock, ids, args.tokens, args.seed, min(lm.eos_ids)),
         "same_model": _stock_generate(lm.model, ids, args.tokens, args.seed, min(lm.eos_ids)),
     }, args.repeats)
     tok_s = {k: tokens_per_second(v) for k, v in samples.items()}
     return {"temperature_tok_s": round(tok_s["ours"], 2), "stock_generate_tok_s": round(tok_s["stock"], 2),
             "temperature_vs_stock_generate": round(tok_s["ours"] / tok_s["stock"], 3),
+            "temperature_with_R_tok_s": round(tok_s["ours_with_R"], 2),
+            "temperature_with_R_vs_stock_generate": round(tok_s["ours_with_R"] / tok_s["stock"], 3),
             "same_model_generate_tok_s": round(tok_s["same_model"], 2),
             "temperature_vs_generate_same_model": round(tok_s["ours"] / tok_s["same_model"], 3),
-            "kernels": {shape: rows or "stock" for shape, rows in lm.kernels.items()}}
+            "kernel_by_rows": {str(r): {shape: "onednn" if r in rows else "stock" for shape, rows in lm.kernels.items()}
+                               for r in MEASURED_ROWS}}
 
 
 def four_columns() -> list[ColumnSpec]:
@@ -122,19 +130,26 @@ def forward_passes(engine: Engine, specs: list[ColumnSpec], args) -> float:
 
 @speed_measure
 def compare4_vs_single(engine: Engine, args) -> dict[str, Any]:
-    """Wall time per decoding step of a 4-column (and an 8-column) batched compare over one temperature column."""
+    """Wall time per decoding step of a 4-column (and an 8-column) batched compare over one temperature column,
+    ours, and over stock transformers' ``generate`` (one row, the temperature column's settings)."""
     def per_step(specs):
         def go():
             run = engine.run(BENCH_PROMPT, specs, RunOptions(seed=args.seed, max_new_tokens=args.tokens))
             return max(1, max(len(c.tokens) for c in run.columns))
         return go
 
+    lm = engine.lm
+    stock = load_stock_model(args.model, lm.device, lm.dtype)
+    ids = torch.tensor([lm.encode(BENCH_PROMPT)], device=lm.device)
     four, eight = four_columns(), eight_columns()
     samples = interleaved({"four": per_step(four), "eight": per_step(eight),
-                           "single": per_step([ColumnSpec("temperature")])}, args.repeats)
+                           "single": per_step([ColumnSpec("temperature")]),
+                           "stock_single": _stock_generate(stock, ids, args.tokens, args.seed, min(lm.eos_ids))},
+                          args.repeats)
     step = {k: min(t / n for t, n in v) for k, v in samples.items()}
     return {"compare4_columns": column_labels(four),
             "compare4_vs_single": round(step["four"] / step["single"], 3),
+            "compare4_vs_stock_single": round(step["four"] / step["stock_single"], 3),
             "compare8_columns": column_labels(eight),
             "compare8_vs_single": round(step["eight"] / step["single"], 3),
             "compare8_forward_passes_per_step": forward_passes(engine, eight, args)}
@@ -251,9 +266,9 @@ def long_prompt(engine: Engine, args) -> dict[str, Any]:
     ours = lambda: engine_tokens(engine, [ColumnSpec("temperature")], args, prompt=LONG_PROMPT,  # noqa: E731
                                  max_new_tokens=LONG_PROMPT_NEW_TOKENS)
     peak = peak_rss_growth_gb(ours)  # first, before the stock model's allocations share the heap
-    stock = load_stock_model(args.model)
-    stock_generate = _stock_generate(stock, torch.tensor([lm.encode(LONG_PROMPT)]), LONG_PROMPT_NEW_TOKENS, args.seed,
-                                     min(lm.eos_ids))
+    stock = load_stock_model(args.model, lm.device, lm.dtype)
+    stock_generate = _stock_generate(stock, torch.tensor([lm.encode(LONG_PROMPT)], device=lm.device),
+                                     LONG_PROMPT_NEW_TOKENS, args.seed, min(lm.eos_ids))
     samples = interleaved({"ours": ours, "stock": stock_generate}, max(1, min(args.repeats, 3)))
     seconds = {k: min(t for t, _ in v) for k, v in samples.items()}
     return {"long_prompt_tokens": len(lm.encode(LONG_PROMPT)), "long_prompt_ours_s": round(seconds["ours"], 2),
@@ -266,7 +281,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .bench_quality import add_quality_arguments
 
     p.add_argument("what", choices=["speed", "quality"], help="which benchmark")
-    p.add_argument("--model", default=None)
+    add_model_arguments(p)
     p.add_argument("--tokens", type=int, default=64, help="new tokens per run")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats; the best of them is reported")
     p.add_argument("--seed", type=int, default=0)
@@ -280,12 +295,13 @@ def run(args: argparse.Namespace) -> int:
         from .bench_quality import run_quality_cli
 
         return run_quality_cli(args)
-    engine = Engine(load_model(args.model))
+    engine = Engine(model_from_arguments(args))
     # warm-up of every sampler, and any per-model calibration (Phase-Slip's heads), before a clock starts
     engine.run(BENCH_PROMPT, list(SAMPLERS), RunOptions(max_new_tokens=4))
     names = args.only.split(",") if args.only else list(SPEED_MEASURES)
-    result: dict[str, Any] = {"model": engine.lm.name, "tokens": args.tokens, "repeats": args.repeats,
-                              "threads": torch.get_num_threads()}
+    result: dict[str, Any] = {"model": engine.lm.name, "device": str(engine.lm.device),
+                              "dtype": str(engine.lm.dtype).removeprefix("torch."), "tokens": args.tokens,
+                              "repeats": args.repeats, "threads": torch.get_num_threads()}
     for name in names:
         result.update(SPEED_MEASURES[name](engine, args))
     if args.json:

@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 from . import metrics
 from .engine import MAX_COLUMNS, MAX_NEW_TOKENS, ColumnSpec, Engine, RunOptions
-from .models import LoadedModel, load_model
+from .models import LoadedModel, load_model, model_from_arguments
 from .prompts import BENCHMARK_PROMPTS
 from .samplers import SAMPLERS, PlaygroundError, make_settings, sampler_class
 from .tables import format_table
@@ -318,7 +318,7 @@ def run_quality(lm: LoadedModel, options: QualityOptions | None = None, scorer: 
     for note in notes:
         log(f"note: {note}")
     if scorer is None and o.scorer:
-        scorer = load_model(o.scorer)
+        scorer = load_model(o.scorer, lm.device, lm.dtype)
     scorer_name = scorer.name if scorer else None
     out = Path(o.out)
     prepare_out(out, protocol_record(lm, o, configs, scorer_name))
@@ -530,7 +530,7 @@ def run_quality_cli(args) -> int:
                              timing_tokens=args.timing_tokens, timing_repeats=args.repeats,
                              max_samples=args.max_samples, progress=True)
     check_options(options)  # before loading any model
-    summary = run_quality(load_model(args.model), options)
+    summary = run_quality(model_from_arguments(args), options)
     if args.json:
         print(json.dumps(_jsonable(summary)))
         return 0

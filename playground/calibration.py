@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from .precision import wide
 from .rotation import kl_divergence, rotate_toward
 
 CALIBRATION_TEXT = (
@@ -118,22 +119,23 @@ def score_heads(lm: Any, ids: list[int], candidates: list[Head], window: int,
     generator = torch.Generator().manual_seed(seed)
     scores: list[HeadScore] = []
     with torch.inference_mode():
-        prefill = lm.prefill(torch.tensor(context))  # eager, in chunks: a long text stays linear in memory
+        prefill = lm.prefill(torch.tensor(context, device=lm.device))  # eager, in chunks: a long text stays linear in memory
         snapshot = [(layer.keys, layer.values) for layer in prefill.layers]  # never fed again; rows are copies
         head_dim = snapshot[0][1].shape[-1]
-        noise = torch.randn((len(candidates), width, head_dim), generator=generator, dtype=torch.float64)
+        noise = torch.randn((len(candidates), width, head_dim), generator=generator, dtype=torch.float64,
+                            device="cpu")  # CPU draws, as every random draw of a run
         for start in range(0, len(candidates), ROWS_PER_FORWARD):
             chunk = candidates[start:start + ROWS_PER_FORWARD]
             cache = _rows_cache(snapshot, len(chunk) + 1, model.config)  # row 0 stays clean
             for row, (layer, head) in enumerate(chunk, start=1):
                 values = cache.layers[layer].values
                 values[row, head, -width:] = rotate_toward(values[row, head, -width:], angle, noise[start + row - 1])
-            tokens = torch.tensor([probe] * (len(chunk) + 1))
-            logits = lm.forward(tokens, cache)[0].logits.double()
+            tokens = torch.tensor([probe] * (len(chunk) + 1), device=lm.device)
+            logits = wide(lm.forward(tokens, cache)[0].logits)
             log_p = torch.log_softmax(logits, dim=-1)  # [rows, k, V]
             clean, perturbed = log_p[:1], log_p[1:]
             kl = kl_divergence(clean, perturbed)  # [candidates, k]
-            kept = (perturbed.argmax(-1) == clean.argmax(-1)).double()
+            kept = (perturbed.argmax(-1) == clean.argmax(-1)).to(logits.dtype)
             for (layer, head), kl_row, kept_row in zip(chunk, kl, kept):
                 flip_rate = 1.0 - float(kept_row.mean())
                 scores.append(HeadScore(layer=layer, kv_head=head, score=float((kl_row * kept_row).mean()),

@@ -9,6 +9,7 @@ import json
 import sys
 from typing import Callable
 
+from .models import add_model_arguments, model_from_arguments
 from .samplers import SAMPLERS, PlaygroundError
 from .tables import format_table
 
@@ -40,7 +41,7 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
                    help="one column per value, e.g. temperature.temperature=0.5,0.8,1.1; repeatable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=50)
-    p.add_argument("--model", default=None, help="hub id or folder (default: the bundled SmolLM2-135M-Instruct)")
+    add_model_arguments(p)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
     p.add_argument("--set", action="append", metavar="SAMPLER.KEY=VALUE", help="change one setting")
     p.add_argument("--probe-layer", type=int, default=None, help="layer whose Kuramoto R is reported")
@@ -70,12 +71,10 @@ def compare_columns(args: argparse.Namespace) -> list:
 def run_compare(args: argparse.Namespace) -> int:
     """Run columns (samplers, configurations, presets, sweeps) side by side on one prompt; print texts and metrics."""
     from .engine import Engine, RunOptions
-    from .models import load_model
-
     specs = compare_columns(args)
     options = RunOptions(seed=args.seed, max_new_tokens=args.max_new_tokens, chat=args.chat,
                          probe_layer=args.probe_layer)
-    lm = load_model(args.model)
+    lm = model_from_arguments(args)
     result = Engine(lm).run(args.prompt, specs, options).to_json()
     if args.json:
         print(json.dumps(result, ensure_ascii=False, default=str))
@@ -107,7 +106,7 @@ def run_presets(args: argparse.Namespace) -> int:
 
 
 def _add_calibrate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="hub id or folder (default: the bundled SmolLM2-135M-Instruct)")
+    add_model_arguments(p)
     p.add_argument("--text", default=None, help="calibration text (default: the built-in one)")
     p.add_argument("--set", action="append", metavar="phase_slip.KEY=VALUE",
                    help="search_layers, n_heads or perturbation_window")
@@ -117,12 +116,11 @@ def _add_calibrate(p: argparse.ArgumentParser) -> None:
 def run_calibrate(args: argparse.Namespace) -> int:
     """Print Phase-Slip's calibrated heads of a model, with every candidate's score."""
     from .calibration import calibrate_heads
-    from .models import load_model
     from .samplers import make_settings
     from .samplers.phase_slip import check_against_model, format_heads
 
     settings = make_settings("phase_slip", parse_sets(args.set, ["phase_slip"]).get("phase_slip", {}))
-    lm = load_model(args.model)
+    lm = model_from_arguments(args)
     check_against_model(settings, lm)
     result = calibrate_heads(lm, args.text, search_layers=settings.search_layers, n_heads=settings.n_heads,
                              window=settings.perturbation_window)

@@ -15,15 +15,20 @@ Randomness (common random numbers). Each column has its own torch.Generator seed
 run seed alone, and the engine draws exactly one uniform number per column per step, used
 or not. A column's tokens therefore do not depend on its neighbours, and two samplers that
 produce the same distribution produce the same tokens.
+
+Devices. Every tensor of a run lives on the model's device, and statistics are float32
+whatever the model's dtype. The random draws alone stay on CPU generators (and the draw's
+inverse CDF on the CPU, in float64), so a run's tokens depend on its distributions, not on a
+device's random number generator.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import torch
 
@@ -36,8 +41,15 @@ from .samplers import Decision, PlaygroundError, RunContext, Sampler, StepView, 
 from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, sampler_view, top_alternatives
 
 MAX_NEW_TOKENS = 1024
+
 __all__ = ["MAX_COLUMNS", "MAX_NEW_TOKENS", "Column", "ColumnSpec", "Engine", "Parent", "Run", "RunOptions", "branch",
            "branch_point", "check_options", "describe_branch", "compare", "draw", "parse_columns"]
+
+
+class StopSignal(Protocol):
+    """What ``stop`` may be: a threading.Event, or the page's StopFlag that other processes can set."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass
@@ -178,8 +190,12 @@ def check_options(lm: LoadedModel, prompt: str, options: RunOptions, continuatio
 
 
 def draw(probs: torch.Tensor, u: float) -> int:
-    """Inverse-CDF draw: the first token whose cumulative probability exceeds u * total."""
-    cdf = torch.cumsum(probs.double(), dim=0)
+    """Inverse-CDF draw: the first token whose cumulative probability exceeds u * total.
+
+    On the CPU in float64 whatever the device: the same distribution gives the same token anywhere.
+    """
+    probs = probs.detach().to("cpu", torch.float64)
+    cdf = torch.cumsum(probs, dim=0)
     index = int(torch.searchsorted(cdf, u * cdf[-1], right=True))
     index = min(index, probs.shape[0] - 1)
     while probs[index] <= 0:  # u at the very top of the CDF: step back onto a real token
@@ -195,7 +211,7 @@ class Engine:
 
     # ---- the loop -----------------------------------------------------------------------
     def stream(self, prompt: str, samplers: list[str | ColumnSpec], options: RunOptions | None = None,
-               stop: threading.Event | None = None, parent: Parent | None = None) -> Iterator[Run]:
+               stop: StopSignal | None = None, parent: Parent | None = None) -> Iterator[Run]:
         """Yield the Run after the prefill and after every step. ``parent``: a branch (see ``branch``)."""
         options = dataclasses.replace(options or RunOptions())
         specs = parse_columns(samplers)
@@ -203,41 +219,48 @@ class Engine:
         prompt_ids = check_options(self.lm, prompt, options, parent.continuation if parent else ())
         if options.probe_layer is None:
             options.probe_layer = kuramoto.default_probe_layer(self.lm.n_layers)
-        self.prompt = torch.tensor(prompt_ids, dtype=torch.long)
+        self.device = self.lm.device
+        self.prompt = torch.tensor(prompt_ids, dtype=torch.long, device=self.device)
 
         with self.lm.lock:  # one run at a time per model: a sampler's start may run the model (calibration)
             columns = self._make_columns(specs, settings, options, prompt_ids)
             run = Run(model=self.lm.name, prompt=prompt, prompt_ids=prompt_ids, options=options, columns=columns,
                       parent=parent)
             self.need_attn = options.record_order_parameter or any(c.sampler.needs_attentions for c in columns)
-            # grad mode is thread-local and a stream may be resumed from other threads: each
-            # block runs in inference mode and ends before its yield
-            with torch.inference_mode():
-                t0 = time.perf_counter()
-                logits, attn = self._prefill()
-                main = {i: 0 for i in range(len(columns))}
-                self._decide_all(run, main, {}, logits, attn, (time.perf_counter() - t0) * 1000)
-                run.elapsed_s = time.perf_counter() - t0
-            yield run
-            while not all(c.done for c in columns):
-                if stop is not None and stop.is_set():
-                    for c in columns:
-                        if not c.done:
-                            c.finish_reason = "stopped"
-                            c.final_text = self.lm.tokenizer.decode(c.tokens, skip_special_tokens=True)
-                    run.stopped = True
-                    break
-                with torch.inference_mode():
-                    t_step = time.perf_counter()
-                    layout = self.rows.plan(run.columns, main, len(self.prompt))
-                    logits, attn = self._forward(layout)
-                    main, sides = self._resolve(run, logits, attn, t_step)
-                    self._decide_all(run, main, sides, logits, attn, (time.perf_counter() - t_step) * 1000)
-                    run.step += 1
-                    run.elapsed_s = time.perf_counter() - t0
-                yield run
+            # no attention weights wanted: decode through sdpa, which never materialises them
+            with self.lm.fast_attention() if not self.need_attn else nullcontext():
+                yield from self._loop(run, columns, stop)
         run.done = True
         yield run
+
+    def _loop(self, run: Run, columns: list[Column], stop: StopSignal | None) -> Iterator[Run]:
+        """Prefill, then one step per yield until every column is done or ``stop`` is set."""
+        # grad mode is thread-local and a stream may be resumed from other threads: each
+        # block runs in inference mode and ends before its yield
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            logits, attn = self._prefill()
+            main = {i: 0 for i in range(len(columns))}
+            self._decide_all(run, main, {}, logits, attn, (time.perf_counter() - t0) * 1000)
+            run.elapsed_s = time.perf_counter() - t0
+        yield run
+        while not all(c.done for c in columns):
+            if stop is not None and stop.is_set():
+                for c in columns:
+                    if not c.done:
+                        c.finish_reason = "stopped"
+                        c.final_text = self.lm.tokenizer.decode(c.tokens, skip_special_tokens=True)
+                run.stopped = True
+                break
+            with torch.inference_mode():
+                t_step = time.perf_counter()
+                layout = self.rows.plan(run.columns, main, len(self.prompt))
+                logits, attn = self._forward(layout)
+                main, sides = self._resolve(run, logits, attn, t_step)
+                self._decide_all(run, main, sides, logits, attn, (time.perf_counter() - t_step) * 1000)
+                run.step += 1
+                run.elapsed_s = time.perf_counter() - t0
+            yield run
 
     @property
     def cache(self):
@@ -245,7 +268,7 @@ class Engine:
         return self.rows.cache
 
     def run(self, prompt: str, samplers: list[str | ColumnSpec], options: RunOptions | None = None,
-            stop: threading.Event | None = None, parent: Parent | None = None) -> Run:
+            stop: StopSignal | None = None, parent: Parent | None = None) -> Run:
         """Run to the end and return the finished Run."""
         run = None
         for run in self.stream(prompt, samplers, options, stop, parent):
@@ -258,7 +281,7 @@ class Engine:
         for spec, st, label in zip(specs, settings, column_labels(specs)):
             cls = sampler_class(spec.sampler)
             sampler = cls(st, self.lm)
-            sampler.start(RunContext(seed=options.seed, prompt_ids=torch.tensor(prompt_ids)))
+            sampler.start(RunContext(seed=options.seed, prompt_ids=self.prompt))
             generator = torch.Generator().manual_seed(options.seed)  # the run seed alone: common random numbers
             asked = ColumnSpec(spec.sampler, {k: getattr(st, k) for k in spec.settings}, spec.label)  # typed values
             columns.append(Column(label=label, sampler_name=spec.sampler, settings=st,
@@ -278,13 +301,13 @@ class Engine:
 
     # ---- one step -----------------------------------------------------------------------
     def _forward(self, rows: list[Row]):
-        tokens = torch.tensor([[r.token] for r in rows], dtype=torch.long)
+        tokens = torch.tensor([[r.token] for r in rows], dtype=torch.long, device=self.device)
         out, self.rows.cache = self.lm.forward(tokens, self.rows.cache, output_attentions=self.need_attn)
         attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if self.need_attn else None
         return out.logits[:, -1, :].float(), attn
 
     def _view(self, col: Column, row: int, logits, attn, side_rows: list[int] | None = None) -> StepView:
-        ids = torch.cat([self.prompt, torch.tensor(col.tokens, dtype=torch.long)])
+        ids = torch.cat([self.prompt, torch.tensor(col.tokens, dtype=torch.long, device=self.device)])
         return StepView(step=len(col.tokens), logits=logits[row], input_ids=ids, n_prompt=len(self.prompt),
                         attentions=attn[row] if attn is not None else None,
                         extra_logits=logits[side_rows] if side_rows else None)
@@ -297,7 +320,7 @@ class Engine:
             views = [self._view(col, i, logits, attn) for i in idx]
             # the candidates' rows saw the candidate appended; their view's history must include it
             for view, tok in zip(views, col._pending["candidates"]):
-                view.input_ids = torch.cat([view.input_ids, torch.tensor([tok])])
+                view.input_ids = torch.cat([view.input_ids, view.input_ids.new_tensor([tok])])
                 view.step += 1
             k, signals = col.sampler.choose(views)
             pending, col._pending = col._pending, None
@@ -313,7 +336,7 @@ class Engine:
             row = main[c]
             view = self._view(col, row, logits, attn, sides.get(c))
             decision: Decision = col.sampler.decide(view)
-            u = float(torch.rand((), generator=col.generator, dtype=torch.float64))  # one draw per step, always
+            u = float(torch.rand((), generator=col.generator, dtype=torch.float64, device="cpu"))  # one per step, always
             pending = self._observe(run, row, logits, attn, decision)
             pending["drawn_from"] = decision.probs  # None: a deterministic choice (argmax, lookahead)
             if decision.candidates:
@@ -417,7 +440,7 @@ def branch_point(lm: LoadedModel, run: Run | dict[str, Any], column: int, step: 
 
 
 def branch(lm: LoadedModel, run: Run | dict[str, Any], column: int, step: int, token: int,
-           stop: threading.Event | None = None) -> Run:
+           stop: StopSignal | None = None) -> Run:
     """Run again from ``token`` put at ``step`` of ``column``: same columns, seed and options.
 
     The new run's prompt ids are ``run.prompt_ids + run.columns[column].tokens[:step] + [token]``;

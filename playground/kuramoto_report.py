@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .models import add_model_arguments, model_from_arguments
 from .prompts import BENCHMARK_PROMPTS
 from .samplers import PlaygroundError
 from .tables import format_table
@@ -72,14 +73,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=120, help="new tokens per prompt and mode")
     p.add_argument("--probe-layer", type=int, default=None, help="layer whose R is read (default ~58%% depth)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default=None, help="hub id or folder (default: the bundled model)")
+    add_model_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
-    from .models import load_model
-
-    result = report(load_model(args.model), REPORT_PROMPTS, args.tokens, args.seed, args.probe_layer)
+    result = report(model_from_arguments(args), REPORT_PROMPTS, args.tokens, args.seed, args.probe_layer)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0

@@ -26,7 +26,7 @@ def perplexity(model: Any, prompt_ids: Sequence[int], continuation_ids: Sequence
     """Perplexity of the continuation under ``model``, the prompt masked out of the loss."""
     if not continuation_ids:
         return float("nan")
-    ids = torch.tensor([list(prompt_ids) + list(continuation_ids)])
+    ids = torch.tensor([list(prompt_ids) + list(continuation_ids)], device=model.device)
     labels = ids.clone()
     labels[:, : len(prompt_ids)] = -100
     return math.exp(float(model(ids, labels=labels).loss))

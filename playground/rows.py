@@ -58,7 +58,7 @@ class RowPlan:
                     rows.append(Row(c, "side", main[c], col.tokens[-1], j, length))
         sources = [r.source for r in rows]
         if sources != list(range(len(self.layout))):
-            self.cache.batch_select_indices(torch.tensor(sources))
+            self.cache.batch_select_indices(torch.tensor(sources, device=self.cache.layers[0].keys.device))
         self._sync_sides(columns, rows, length, n_prompt)
         self.layout = rows
         return rows

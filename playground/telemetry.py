@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from .precision import wide
+
 
 @dataclass
 class TokenRow:
@@ -102,7 +104,7 @@ def sampler_view(probs: torch.Tensor | None, token: int, top_ids: list[int]) -> 
     """q = probs / sum(probs) at ``token``, its entropy and support; ``probs`` None: a point mass on ``token``."""
     if probs is None:
         return SamplerView(1.0, 0.0, 1, [1.0 if i == token else 0.0 for i in top_ids])
-    q = probs.double()
+    q = wide(probs)
     q = q / q.sum()
     kept = q > 0
     entropy = float(-(q[kept] * q[kept].log()).sum())

@@ -88,7 +88,7 @@ def test_attention_entropy_is_one_for_a_uniform_row_over_existing_positions():
     n_slots, n_existing = 10, 6
     row = torch.zeros(n_slots)
     row[:n_existing] = 1 / n_existing
-    mask = existing_positions(n_slots, n_existing)
+    mask = existing_positions(n_slots, n_existing, "cpu")
     assert float(masked_attention_entropy(row, mask)) == pytest.approx(1.0, abs=1e-6)
     # unfilled/future slots holding garbage change nothing once masked...
     garbage = row.clone()
@@ -102,12 +102,12 @@ def test_attention_entropy_is_one_for_a_uniform_row_over_existing_positions():
 
 def test_attention_entropy_values_and_head_mean():
     rows = torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.75, 0.0], [1 / 3, 1 / 3, 1 / 3]])
-    per_head = masked_attention_entropy(rows, existing_positions(3, 3))
+    per_head = masked_attention_entropy(rows, existing_positions(3, 3, "cpu"))
     expected = [0.0, bits(0.25, 0.75) / math.log2(3), 1.0]
     assert per_head.tolist() == pytest.approx(expected, abs=1e-6)
     assert attention_entropy(rows) == pytest.approx(sum(expected) / 3, abs=1e-6)
     # a single existing position: nothing to be uncertain about
-    assert float(masked_attention_entropy(torch.tensor([1.0, 0.4]), existing_positions(2, 1))) == 0.0
+    assert float(masked_attention_entropy(torch.tensor([1.0, 0.4]), existing_positions(2, 1, "cpu"))) == 0.0
 
 
 def test_sampler_masks_attention_to_the_tokens_that_exist():

@@ -226,6 +226,6 @@ def test_xtc_on_a_model_protects_its_newline_and_eos(real_lm):
     settings = make_settings("temperature", {"xtc_probability": 1.0, "xtc_threshold": 0.1})
     xtc = settings.processors(real_lm, torch.Generator().manual_seed(0))["xtc"]
     newline = real_lm.tokenizer.encode("\n", add_special_tokens=False)
-    assert set(xtc.protected.tolist()) == set(real_lm.eos_ids) | set(newline)
+    assert set(xtc.protected) == set(real_lm.eos_ids) | set(newline)
     off = make_settings("temperature", {"xtc_probability": 1.0, "xtc_threshold": 0.6})  # above 0.5: off
     assert "xtc" not in off.processors(real_lm, torch.Generator())

@@ -1,6 +1,7 @@
 """The package's import rule: layers bottom up, no upward import, no circle (issue 15).
 
-    pure functions   errors, telemetry, metrics, kuramoto, rotation, plots, prompts, tables, timing, inputs
+    pure functions   errors, telemetry, metrics, kuramoto, rotation, plots, prompts, tables, timing, inputs,
+                     precision
     models           kernels, models
     samplers         samplers/*, calibration, columns   (a sampler knows only its StepView/Decision contract)
     engine           rows, engine
@@ -20,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "playground"
 
 LAYERS = [
     ("pure functions", {"errors", "telemetry", "metrics", "kuramoto", "rotation", "plots", "prompts", "tables",
-                        "timing", "inputs"}),
+                        "timing", "inputs", "precision"}),
     ("models", {"kernels", "models"}),
     ("samplers", {"samplers", "calibration", "columns"}),
     ("engine", {"rows", "engine"}),

@@ -37,9 +37,9 @@ def token_entropy(logits: torch.Tensor) -> float:
     return float(torch.special.entr(p).sum() / math.log(p.shape[-1]))  # entr(p) = -p ln p, 0 at p = 0
 
 
-def existing_positions(n_slots: int, n_existing: int) -> torch.Tensor:
+def existing_positions(n_slots: int, n_existing: int, device: torch.device | str) -> torch.Tensor:
     """Bool mask [n_slots]: True for the first ``n_existing`` slots (filled, causal), False after."""
-    return torch.arange(n_slots) < n_existing
+    return torch.arange(n_slots, device=device) < n_existing
 
 
 def masked_attention_entropy(rows: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -193,7 +193,8 @@ class AdaptiveEntropySampler(Sampler):
             raise PlaygroundError("adaptive_entropy needs attention weights (eager attention)")
         last_layer = view.attentions[-1]
         h_token = token_entropy(view.logits)
-        h_attention = attention_entropy(last_layer, existing_positions(last_layer.shape[-1], view.input_ids.numel()))
+        existing = existing_positions(last_layer.shape[-1], view.input_ids.numel(), last_layer.device)
+        h_attention = attention_entropy(last_layer, existing)
         alpha = alpha_of(h_token, h_attention)
         # the history grows at decide time, once per token, so a lookahead's choose() sees it unchanged
         self.alphas.append(alpha)
@@ -215,7 +216,7 @@ class AdaptiveEntropySampler(Sampler):
         scores = []
         for view in views:
             last_layer = view.attentions[-1]
-            mask = existing_positions(last_layer.shape[-1], view.input_ids.numel())
+            mask = existing_positions(last_layer.shape[-1], view.input_ids.numel(), last_layer.device)
             scores.append(lookahead_score(last_layer, mask, s.entropy_weight, s.var_entropy_weight))
         best = min(range(len(scores)), key=scores.__getitem__)  # first of equal scores: the likelier one
         return best, {"lookahead": True, "lookahead_scores": [round(x, 6) for x in scores]}

@@ -51,11 +51,11 @@ class XTCLogitsWarper(LogitsProcessor):
     def __init__(self, threshold: float, probability: float, generator: torch.Generator,
                  protected: set[int] | frozenset[int] = frozenset()):
         self.threshold, self.probability, self.generator = threshold, probability, generator
-        self.protected = torch.tensor(sorted(protected), dtype=torch.long)
+        self.protected = sorted(protected)
         self.last_applied = False
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        coin = float(torch.rand((), generator=self.generator, dtype=torch.float64))
+        coin = float(torch.rand((), generator=self.generator, dtype=torch.float64, device="cpu"))
         self.last_applied = False
         if coin >= self.probability:
             return scores
@@ -67,8 +67,8 @@ class XTCLogitsWarper(LogitsProcessor):
         remove = torch.zeros_like(p, dtype=torch.bool)
         remove[above] = True
         remove[keep] = False
-        if self.protected.numel():
-            remove[self.protected] = False
+        if self.protected:
+            remove[torch.tensor(self.protected, device=remove.device)] = False
         self.last_applied = bool(remove.any())
         return scores.masked_fill(remove.unsqueeze(0), -math.inf)
 
@@ -135,9 +135,9 @@ class DRYLogitsProcessor(LogitsProcessor):
         penalty = self.penalties(input_ids[0].tolist())
         if not penalty:
             return scores
-        ids = torch.tensor(list(penalty), dtype=torch.long)
+        ids = torch.tensor(list(penalty), dtype=torch.long, device=scores.device)
         scores = scores.clone()
-        scores[0, ids] -= torch.tensor(list(penalty.values()), dtype=scores.dtype)
+        scores[0, ids] -= torch.tensor(list(penalty.values()), dtype=scores.dtype, device=scores.device)
         return scores
 
 

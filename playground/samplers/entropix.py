@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..precision import wide
 from .base import Decision, PlaygroundError, RunContext, Sampler, StepView, require, setting
 from .temperature import check_sampling_params, sampling_probs
 
@@ -33,7 +34,7 @@ LN2 = math.log(2.0)
 
 def logit_stats(logits: torch.Tensor) -> tuple[float, float]:
     """(ent, vent) of softmax(logits) in bits: H_bits and sum p (log2 p + H_bits)^2."""
-    log2_p = torch.log_softmax(logits.double(), dim=-1) / LN2
+    log2_p = torch.log_softmax(wide(logits), dim=-1) / LN2
     p = torch.exp2(log2_p)
     terms = torch.where(p > 0, p * log2_p, torch.zeros_like(p))
     ent = float(-terms.sum())
@@ -46,9 +47,10 @@ def attention_stats(last_layer: torch.Tensor, n_existing: int) -> dict[str, floa
 
     Only the first ``n_existing`` positions count (a row may be longer: empty cache slots).
     """
-    a = last_layer[:, :n_existing].double().clamp_min(0.0)
-    a = a / a.sum(-1, keepdim=True).clamp_min(1e-300)
-    log2_a = torch.where(a > 0, torch.log2(a.clamp_min(1e-300)), torch.zeros_like(a))
+    a = wide(last_layer[:, :n_existing]).clamp_min(0.0)
+    tiny = torch.finfo(a.dtype).tiny
+    a = a / a.sum(-1, keepdim=True).clamp_min(tiny)
+    log2_a = torch.where(a > 0, torch.log2(a.clamp_min(tiny)), torch.zeros_like(a))
     per_head = -(a * log2_a).sum(-1)  # bits, one per head
     mean_row = a.mean(0, keepdim=True)
     log_a = torch.log(a.clamp_min(1e-30))
@@ -97,17 +99,17 @@ def quadrant_params(state: str, stats: dict[str, float], temperature: float, top
 def best_of(probs: torch.Tensor, clean_logits: torch.Tensor, n: int,
             generator: torch.Generator) -> tuple[int, list[int]]:
     """Draw ``n`` candidates from ``probs`` (in proportion, the sampler's own generator); keep the one
-    with the highest clean log-probability."""
-    candidates = torch.multinomial(probs.double(), n, replacement=True, generator=generator)
-    best = candidates[clean_logits[candidates].argmax()]
+    with the highest clean log-probability. The draws are on the CPU, like every random draw of a run."""
+    candidates = torch.multinomial(probs.detach().to("cpu", torch.float64), n, replacement=True, generator=generator)
+    best = candidates[clean_logits[candidates.to(clean_logits.device)].argmax().cpu()]
     return int(best), candidates.tolist()
 
 
 def best_of_distribution(probs: torch.Tensor, clean_logits: torch.Tensor, n: int) -> torch.Tensor:
     """The law of ``best_of``: P(the best of n draws is the token ranked r by clean logit)
     = (1 - F(r-1))^n - (1 - F(r))^n, with F the probs mass of the tokens ranked <= r."""
-    order = torch.argsort(clean_logits.double(), descending=True, stable=True)
-    mass = torch.cumsum(probs.double()[order] / probs.double().sum(), 0).clamp(0.0, 1.0)
+    order = torch.argsort(wide(clean_logits), descending=True, stable=True)
+    mass = torch.cumsum(wide(probs)[order] / wide(probs).sum(), 0).clamp(0.0, 1.0)
     before = torch.cat([mass.new_zeros(1), mass[:-1]])
     law = torch.zeros_like(mass)
     law[order] = (1 - before) ** n - (1 - mass) ** n

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..precision import wide
 from .base import Decision, RunContext, Sampler, StepView, require, setting
 
 
@@ -36,7 +37,7 @@ class MirostatSettings:
 
 def mirostat_probs(logits: torch.Tensor, mu: float, temperature: float = 1.0) -> torch.Tensor:
     """q: softmax(logits / T) without the tokens whose surprise -log2 p exceeds μ, renormalised."""
-    log_p = torch.log_softmax(logits.double() / temperature, dim=-1)
+    log_p = torch.log_softmax(wide(logits) / temperature, dim=-1)
     keep = -log_p / math.log(2.0) <= mu
     keep[log_p.argmax()] = True  # at least the most likely token
     q = torch.where(keep, log_p.exp(), torch.zeros_like(log_p))

@@ -193,7 +193,7 @@ class PhaseSlip(Sampler):
         by_layer: dict[int, list[int]] = {}
         for layer, head in self.heads:
             by_layer.setdefault(layer, []).append(head)
-        self._by_layer = {layer: torch.tensor(hs) for layer, hs in sorted(by_layer.items())}
+        self._by_layer = {layer: torch.tensor(hs, device=self.lm.device) for layer, hs in sorted(by_layer.items())}
         self.generator = torch.Generator().manual_seed(ctx.seed)  # its own: the column's draws stay untouched
         self._perturbed_positions = 0
         self.extra = self.settings.processors(self.lm, torch.Generator().manual_seed(ctx.seed))  # XTC's own coin
@@ -208,7 +208,7 @@ class PhaseSlip(Sampler):
         phi = rotation_angle(self.settings.noise_scale, values[0].shape[-1])
         for layer, heads in self._by_layer.items():
             window = values[layer][heads, -width:]  # [h, width, d] (a copy: advanced indexing)
-            noise = torch.randn(window.shape, generator=self.generator, dtype=torch.float64)
+            noise = torch.randn(window.shape, generator=self.generator, dtype=torch.float64, device="cpu")
             values[layer][heads, -width:] = rotate_toward(window, phi, noise)
         self._perturbed_positions = width
         return width

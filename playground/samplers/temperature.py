@@ -154,7 +154,8 @@ class ChainSettings:
         if self.epsilon > 0:
             out["epsilon"] = EpsilonLogitsWarper(self.epsilon)
         if self.eta > 0:
-            out["eta"] = EtaLogitsWarper(self.eta)
+            device = str(lm.device) if lm is not None else "cpu"
+            out["eta"] = EtaLogitsWarper(self.eta, device=device)  # it keeps η as a tensor there
         if self.xtc_probability > 0 and self.xtc_threshold <= 0.5:
             newline = lm.tokenizer.encode("\n", add_special_tokens=False)
             out["xtc"] = XTCLogitsWarper(self.xtc_threshold, self.xtc_probability, generator,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import html
+import inspect
 import json
+import math
 import os
+from typing import Any, Callable
 
 import gradio as gr
+import torch
 
 from ..columns import ColumnSpec, columns_from_json
-from ..engine import Engine, RunOptions
+from ..engine import MAX_NEW_TOKENS, Engine, RunOptions
 from ..inputs import check_prompt_text, max_prompt_tokens
 from ..models import DEFAULT_MODEL, HUB_DEFAULT_ID, load_model, loaded_model
 from ..samplers import SAMPLERS, PlaygroundError
@@ -18,26 +22,65 @@ from .columns import _integer, table_specs
 
 try:  # Hugging Face ZeroGPU: the decorator asks for a GPU per call; elsewhere nothing
     import spaces
-
-    gpu = spaces.GPU
 except ImportError:
-    def gpu(fn):
-        return fn
-
+    spaces = None
 
 DEFAULT_MAX_NEW_TOKENS = 48
 SPACES_ALLOWED_MODELS = (HUB_DEFAULT_ID, "HuggingFaceTB/SmolLM2-360M-Instruct")
+GPU_SPACES_ALLOWED_MODELS = ("HuggingFaceTB/SmolLM2-1.7B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct")
+GPU_SECONDS_MIN, GPU_SECONDS_MAX = 20, 120  # what one ZeroGPU call may ask for
+
+
+def on_zero_gpu() -> bool:
+    """``spaces`` is importable and CUDA is (or, at ZeroGPU's start-up, is emulated as) available."""
+    return spaces is not None and torch.cuda.is_available()
+
+
+if on_zero_gpu():  # ZeroGPU's documented start-up: the model goes to cuda at module level, calls get the GPU
+    os.environ.setdefault("PLAYGROUND_DEVICE", "cuda")
+    load_model(DEFAULT_MODEL)
+
+
+def gpu_seconds(max_new_tokens: Any, n_columns: int) -> int:
+    """The GPU time a run asks ZeroGPU for: start-up (load, calibration) plus a step per token, each
+    column adding to the step; within what one call may ask."""
+    try:
+        tokens = min(MAX_NEW_TOKENS, max(1, int(max_new_tokens)))
+    except (TypeError, ValueError):
+        tokens = MAX_NEW_TOKENS
+    seconds = 15 + tokens * (0.02 + 0.01 * max(1, n_columns))
+    return int(min(GPU_SECONDS_MAX, max(GPU_SECONDS_MIN, math.ceil(seconds))))
+
+
+def gpu(duration: Callable[[dict[str, Any]], int]) -> Callable[[Callable], Callable]:
+    """``@spaces.GPU(duration=...)`` where ``spaces`` is importable (a no-op off ZeroGPU), nothing elsewhere.
+
+    ``duration`` takes the call's arguments by name (defaults filled in) and returns seconds.
+    """
+    def wrap(fn: Callable) -> Callable:
+        if spaces is None:
+            return fn
+        signature = inspect.signature(fn)
+
+        def seconds(*args: Any, **kwargs: Any) -> int:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return duration(bound.arguments)
+        return spaces.GPU(duration=seconds)(fn)
+    return wrap
 
 
 def allowed_models() -> list[str] | None:
     """Model ids besides the default a user may pick; None means any id.
 
     $PLAYGROUND_ALLOWED_MODELS: comma-separated ids, or "*" for any. Unset: none locally,
-    a short list on Hugging Face Spaces (detected by $SPACE_ID).
+    a short list on Hugging Face Spaces (detected by $SPACE_ID), longer where the Space has a GPU.
     """
     raw = os.environ.get("PLAYGROUND_ALLOWED_MODELS")
     if raw is None:
-        return list(SPACES_ALLOWED_MODELS) if os.environ.get("SPACE_ID") else []
+        if not os.environ.get("SPACE_ID"):
+            return []
+        return [*SPACES_ALLOWED_MODELS, *(GPU_SPACES_ALLOWED_MODELS if torch.cuda.is_available() else ())]
     ids = [m.strip() for m in raw.split(",") if m.strip()]
     return None if "*" in ids else ids
 
@@ -96,7 +139,16 @@ def sampler_columns(samplers: str, settings: str) -> list[ColumnSpec]:
     return [ColumnSpec(n, overrides.get(n, {})) for n in names]
 
 
-@gpu
+def _compare_seconds(args: dict[str, Any]) -> int:
+    try:
+        n = len(json.loads(args["columns"])) if (args["columns"] or "").strip() else \
+            len([s for s in args["samplers"].split(",") if s.strip()]) or len(SAMPLERS)
+    except (AttributeError, TypeError, ValueError):
+        n = len(SAMPLERS)
+    return gpu_seconds(args["max_new_tokens"], n)
+
+
+@gpu(_compare_seconds)
 def compare(prompt: str, samplers: str = "", seed: int = 0, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
             chat: bool = False, settings: str = "", model: str = DEFAULT_MODEL, columns: str = "") -> dict:
     """Run columns side by side and return the CLI's JSON (`python -m playground compare --json`).

@@ -23,7 +23,8 @@ from ..engine import MAX_NEW_TOKENS, Engine, Parent, RunOptions, branch_point, d
 from ..models import DEFAULT_MODEL, load_model
 from ..prompts import BENCHMARK_PROMPTS
 from ..samplers import SAMPLERS, PlaygroundError
-from .backend import DEFAULT_MAX_NEW_TOKENS, _prepare, allowed_models, check_model, compare, gpu, prompt_count_html
+from .backend import (DEFAULT_MAX_NEW_TOKENS, _prepare, allowed_models, check_model, compare, gpu, gpu_seconds,
+                      on_zero_gpu, prompt_count_html)
 from .columns import (HEADERS, add_choices, add_column, default_specs, duplicate_column, reference_markdown,
                       remove_column, setting_fields, sweep_column, table_rows, table_specs)
 from .links import _page_url, read_query, share_query
@@ -169,7 +170,7 @@ def build_app() -> gr.Blocks:
             yield gr.skip(), error_status(message), *[gr.skip()] * (8 + extra)
             raise gr.Error(message)
 
-        @gpu
+        @gpu(lambda a: gpu_seconds(a["max_v"], _column_count(a["table_v"])))
         def stream(request: gr.Request, prompt_v, model_v, chat_v, table_v, max_v, seed_v, branch_v):
             """Run the column list on the prompt (from the branch point, when one is shown)."""
             try:
@@ -181,7 +182,7 @@ def build_app() -> gr.Blocks:
             yield from decode(request, lm, prompt_v, specs, options, parent,
                               (prompt_v, model_v, chat_v, table_v, max_v, seed_v, branch_v))
 
-        @gpu
+        @gpu(lambda a: gpu_seconds(*_run_size(a["run_v"])))
         def start_branch(request: gr.Request, payload, run_v, model_v, chat_v, table_v, shown_html, link_v,
                          branch_v, history_v):
             """A click on an alternative: run the shown run's columns again from that token (a branch)."""
@@ -298,6 +299,20 @@ def build_app() -> gr.Blocks:
     return demo
 
 
+def _column_count(table: Any) -> int:
+    """How many columns the page's column list asks for (the most allowed, if it cannot tell)."""
+    try:
+        return len(table_specs(table))
+    except (PlaygroundError, TypeError, ValueError, KeyError):
+        return MAX_COLUMNS
+
+
+def _run_size(run: dict[str, Any] | None) -> tuple[Any, int]:
+    """A shown run's max_new_tokens and column count: what a branch of it decodes."""
+    run = run or {}
+    return run.get("max_new_tokens"), len(run.get("columns") or []) or MAX_COLUMNS
+
+
 def finished_outputs(result: dict[str, Any]) -> list[Any]:
     """The plots, heatmap choice, metrics table and downloads of a finished run's JSON."""
     json_path, csv_path = export_files(result)
@@ -319,7 +334,8 @@ def breadcrumb_html(trail: list[str], linked: bool = False) -> str:
 def launch(**kwargs: Any) -> gr.Blocks:
     """Build, queue and serve the app; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT pick the address."""
     try:  # warm: the first Run should pay neither for loading nor for a sampler's one-off calibration
-        Engine(load_model(DEFAULT_MODEL)).run("Hello", list(SAMPLERS), RunOptions(max_new_tokens=1))
+        if not on_zero_gpu():  # (there, CUDA exists only inside a decorated call)
+            Engine(load_model(DEFAULT_MODEL)).run("Hello", list(SAMPLERS), RunOptions(max_new_tokens=1))
     except PlaygroundError as exc:
         print(f"warning: {exc}")
     demo = build_app()

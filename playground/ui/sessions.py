@@ -1,42 +1,60 @@
-"""One Stop event per browser session, and the decoding thread that Stop reaches.
+"""One Stop flag per browser session, and the decoding thread that Stop reaches.
 
-Stop sets the session's threading.Event, which the engine checks between two steps. The
-decoding runs in its own thread (BackgroundRun), so it never waits for the page's updates.
+Stop sets the session's flag, which the engine checks between two steps. The flag is a file
+named after the session, because the decoding may run in another process: on ZeroGPU each
+decorated call runs in a forked worker, which a threading.Event set by the Stop handler (in
+the server process) would never reach. The decoding runs in its own thread (BackgroundRun),
+so it never waits for the page's updates.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 import threading
+from pathlib import Path
 
 import gradio as gr
 
 
-_stops: dict[str, threading.Event] = {}
-_stops_lock = threading.Lock()
+STOP_DIR = Path(tempfile.gettempdir()) / f"sampler-playground-stops-{getattr(os, 'getuid', lambda: 0)()}"
+
+
+class StopFlag:
+    """A stop request that every process of this machine can set and see (``is_set``: one stat per step)."""
+
+    def __init__(self, session: str):
+        self.path = STOP_DIR / hashlib.sha256(session.encode()).hexdigest()[:32]
+
+    def set(self) -> None:
+        STOP_DIR.mkdir(parents=True, exist_ok=True)
+        self.path.touch()
+
+    def is_set(self) -> bool:
+        return self.path.exists()
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
-def _new_stop(session: str) -> threading.Event:
-    event = threading.Event()
-    with _stops_lock:
-        _stops[session] = event
-    return event
+def _new_stop(session: str) -> StopFlag:
+    """The flag of a run that starts now: a Stop sent before it does not count."""
+    flag = StopFlag(session)
+    flag.clear()
+    return flag
 
 
-def _drop_stop(session: str, event: threading.Event) -> None:
-    with _stops_lock:
-        if _stops.get(session) is event:
-            del _stops[session]
+def _drop_stop(session: str, flag: StopFlag) -> None:
+    flag.clear()
 
 
 def request_stop(request: gr.Request) -> None:
     """Stop this session's run: the engine finishes the current step and returns."""
-    with _stops_lock:
-        event = _stops.get(_session(request))
-    if event is not None:
-        event.set()
+    StopFlag(_session(request)).set()
 
 
 class BackgroundRun:
