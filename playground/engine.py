@@ -336,7 +336,8 @@ class Engine:
             row = main[c]
             view = self._view(col, row, logits, attn, sides.get(c))
             decision: Decision = col.sampler.decide(view)
-            u = float(torch.rand((), generator=col.generator, dtype=torch.float64, device="cpu"))  # one per step, always
+            # one draw per step, always, on the CPU generator
+            u = float(torch.rand((), generator=col.generator, dtype=torch.float64, device="cpu"))
             pending = self._observe(run, row, logits, attn, decision)
             pending["drawn_from"] = decision.probs  # None: a deterministic choice (argmax, lookahead)
             if decision.candidates:
