@@ -70,6 +70,14 @@ def _stock_generate(model: Any, ids: torch.Tensor, new_tokens: int, seed: int, p
     return generate
 
 
+def stock_generate(lm: Any, args, prompt: str = BENCH_PROMPT, new_tokens: int | None = None) -> Callable[[], int]:
+    """The baseline of every speed figure: stock transformers (``load_stock_model``: loaded on its own, on
+    ``lm``'s device and dtype) running ``generate`` on ``prompt``, the temperature column's settings."""
+    stock = load_stock_model(args.model, lm.device, lm.dtype)
+    ids = torch.tensor([lm.encode(prompt)], device=lm.device)
+    return _stock_generate(stock, ids, new_tokens or args.tokens, args.seed, min(lm.eos_ids))
+
+
 @speed_measure
 def temperature_vs_generate(engine: Engine, args) -> dict[str, Any]:
     """Our temperature sampler's tok/s over ``generate``'s, same settings (T 0.8, top-k 40, top-p 0.92):
@@ -80,11 +88,10 @@ def temperature_vs_generate(engine: Engine, args) -> dict[str, Any]:
     ``temperature_with_R_vs_stock_generate`` is the page's default, R recorded (eager attention)."""
     lm = engine.lm
     ids = torch.tensor([lm.encode(BENCH_PROMPT)], device=lm.device)
-    stock = load_stock_model(args.model, lm.device, lm.dtype)
     samples = interleaved({
         "ours": lambda: engine_tokens(engine, [ColumnSpec("temperature")], args, record_order_parameter=False),
         "ours_with_R": lambda: engine_tokens(engine, [ColumnSpec("temperature")], args),
-        "stock": _stock_generate(stock, ids, args.tokens, args.seed, min(lm.eos_ids)),
+        "stock": stock_generate(lm, args),
         "same_model": _stock_generate(lm.model, ids, args.tokens, args.seed, min(lm.eos_ids)),
     }, args.repeats)
     tok_s = {k: tokens_per_second(v) for k, v in samples.items()}
@@ -138,14 +145,10 @@ def compare4_vs_single(engine: Engine, args) -> dict[str, Any]:
             return max(1, max(len(c.tokens) for c in run.columns))
         return go
 
-    lm = engine.lm
-    stock = load_stock_model(args.model, lm.device, lm.dtype)
-    ids = torch.tensor([lm.encode(BENCH_PROMPT)], device=lm.device)
     four, eight = four_columns(), eight_columns()
     samples = interleaved({"four": per_step(four), "eight": per_step(eight),
                            "single": per_step([ColumnSpec("temperature")]),
-                           "stock_single": _stock_generate(stock, ids, args.tokens, args.seed, min(lm.eos_ids))},
-                          args.repeats)
+                           "stock_single": stock_generate(engine.lm, args)}, args.repeats)
     step = {k: min(t / n for t, n in v) for k, v in samples.items()}
     return {"compare4_columns": column_labels(four),
             "compare4_vs_single": round(step["four"] / step["single"], 3),
@@ -266,10 +269,8 @@ def long_prompt(engine: Engine, args) -> dict[str, Any]:
     ours = lambda: engine_tokens(engine, [ColumnSpec("temperature")], args, prompt=LONG_PROMPT,  # noqa: E731
                                  max_new_tokens=LONG_PROMPT_NEW_TOKENS)
     peak = peak_rss_growth_gb(ours)  # first, before the stock model's allocations share the heap
-    stock = load_stock_model(args.model, lm.device, lm.dtype)
-    stock_generate = _stock_generate(stock, torch.tensor([lm.encode(LONG_PROMPT)], device=lm.device),
-                                     LONG_PROMPT_NEW_TOKENS, args.seed, min(lm.eos_ids))
-    samples = interleaved({"ours": ours, "stock": stock_generate}, max(1, min(args.repeats, 3)))
+    samples = interleaved({"ours": ours, "stock": stock_generate(lm, args, LONG_PROMPT, LONG_PROMPT_NEW_TOKENS)},
+                          max(1, min(args.repeats, 3)))
     seconds = {k: min(t for t, _ in v) for k, v in samples.items()}
     return {"long_prompt_tokens": len(lm.encode(LONG_PROMPT)), "long_prompt_ours_s": round(seconds["ours"], 2),
             "long_prompt_stock_generate_s": round(seconds["stock"], 2),

@@ -221,20 +221,21 @@ def _check_reachable(model_id: str) -> None:
             f"cache, and the hub ({host}) is not reachable from this machine") from None
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)  # absent from some torch builds
+    return bool(mps is not None and mps.is_available())
+
+
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """The device asked for ($PLAYGROUND_DEVICE when None), else cuda, mps or cpu, whichever is here first."""
     asked = device if device is not None else (os.environ.get("PLAYGROUND_DEVICE") or "").strip() or None
     if asked is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
     try:
         chosen = torch.device(asked)
     except (RuntimeError, TypeError):
         raise ModelLoadError(f"unknown device {asked!r}: use cpu, cuda, cuda:N or mps") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": _mps_available()}
     if not available.get(chosen.type, False):
         raise ModelLoadError(f"device {str(chosen)!r} is not available on this machine "
                              f"(available: {', '.join(k for k, ok in available.items() if ok)})")
