@@ -15,7 +15,7 @@ import torch
 
 from .columns import ColumnSpec, column_labels, preset, sweep
 from .engine import Engine, RunOptions
-from .kernels import MEASURED_ROWS
+from .kernels import MEASURED_ROWS, packed_bytes
 from .models import add_model_arguments, load_stock_model, model_from_arguments
 from .samplers import SAMPLERS
 from .timing import interleaved, tokens_per_second
@@ -101,8 +101,9 @@ def temperature_vs_generate(engine: Engine, args) -> dict[str, Any]:
             "temperature_with_R_vs_stock_generate": round(tok_s["ours_with_R"] / tok_s["stock"], 3),
             "same_model_generate_tok_s": round(tok_s["same_model"], 2),
             "temperature_vs_generate_same_model": round(tok_s["ours"] / tok_s["same_model"], 3),
-            "kernel_by_rows": {str(r): {shape: "onednn" if r in rows else "stock" for shape, rows in lm.kernels.items()}
-                               for r in MEASURED_ROWS}}
+            "kernel_by_rows": {str(r): {shape: by_rows[r] for shape, by_rows in lm.kernels.items()}
+                               for r in MEASURED_ROWS},
+            "packed_weights_mb": round(packed_bytes(lm.model) / 1e6, 1)}
 
 
 def four_columns() -> list[ColumnSpec]:

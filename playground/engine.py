@@ -239,7 +239,7 @@ class Engine:
         # block runs in inference mode and ends before its yield
         with torch.inference_mode():
             t0 = time.perf_counter()
-            logits, attn = self._prefill()
+            logits, attn = self._prefill(run.options.max_new_tokens)
             main = {i: 0 for i in range(len(columns))}
             self._decide_all(run, main, {}, logits, attn, (time.perf_counter() - t0) * 1000)
             run.elapsed_s = time.perf_counter() - t0
@@ -288,15 +288,16 @@ class Engine:
                                   sampler=sampler, generator=generator, spec=asked))
         return columns
 
-    def _prefill(self):
-        """The prompt into the cache; the last prompt token's logits and attention rows.
+    def _prefill(self, max_new_tokens: int):
+        """The prompt into the cache (room for ``max_new_tokens`` more); the last prompt token's logits
+        and attention rows.
 
         All prompt tokens but the last go in without attention weights, in chunks, through sdpa
         where the model has it (``LoadedModel.prefill``): memory linear in the prompt (asking for
         the prompt's attentions would keep layers x heads x L x L floats alive). The last token
         is then fed like a decoding step, so its attention row is the only one asked for.
         """
-        self.rows = RowPlan(self.lm.prefill(self.prompt[:-1], fast=True))
+        self.rows = RowPlan(self.lm.prefill(self.prompt[:-1], fast=True, capacity=len(self.prompt) + max_new_tokens))
         return self._forward([Row(col=-1, kind="main", source=0, token=int(self.prompt[-1]))])
 
     # ---- one step -----------------------------------------------------------------------
@@ -330,16 +331,16 @@ class Engine:
         return main, sides
 
     def _decide_all(self, run: Run, main, sides, logits, attn, step_ms: float) -> None:
-        for c, col in enumerate(run.columns):
-            if col.done:
-                continue
-            row = main[c]
-            view = self._view(col, row, logits, attn, sides.get(c))
+        running = [c for c, col in enumerate(run.columns) if not col.done]
+        observed = self._observe(run, [main[c] for c in running], logits, attn)
+        for c, obs in zip(running, observed):
+            col = run.columns[c]
+            view = self._view(col, main[c], logits, attn, sides.get(c))
             decision: Decision = col.sampler.decide(view)
             # one draw per step, always, on the CPU generator
             u = float(torch.rand((), generator=col.generator, dtype=torch.float64, device="cpu"))
-            pending = self._observe(run, row, logits, attn, decision)
-            pending["drawn_from"] = decision.probs  # None: a deterministic choice (argmax, lookahead)
+            pending = {**obs, "params": dict(decision.params), "signals": dict(decision.signals),
+                       "drawn_from": decision.probs}  # drawn_from None: a deterministic choice (argmax, lookahead)
             if decision.candidates:
                 pending["candidates"] = list(decision.candidates)
                 col._pending = pending
@@ -347,21 +348,22 @@ class Engine:
             token = decision.token if decision.token is not None else draw(decision.probs, u)
             self._emit(run, col, pending, token, step_ms)
 
-    def _observe(self, run: Run, row: int, logits, attn, decision: Decision) -> dict[str, Any]:
-        """The clean-distribution statistics and Kuramoto R of one column's step."""
-        stats = distribution_stats(logits[row])
-        obs = {"stats": stats, "params": dict(decision.params), "signals": dict(decision.signals)}
+    def _observe(self, run: Run, rows: list[int], logits, attn) -> list[dict[str, Any]]:
+        """The clean-distribution statistics, top alternatives and Kuramoto R of ``rows``, in one batch."""
+        stats = distribution_stats(logits[rows])
+        top_ids, top_probs = top_alternatives(stats.log_probs)
+        r_layers = None
         if run.options.record_order_parameter and attn is not None:
-            r_layers = kuramoto.attention_order_parameter(attn[row])
-            obs["r_layers"] = [round(float(x), 6) for x in r_layers]
-        return obs
+            r_layers = kuramoto.attention_order_parameter(attn[rows]).tolist()
+        return [{"stats": stats.row(i), "top": (top_ids[i], top_probs[i]),
+                 "r_layers": [round(x, 6) for x in r_layers[i]] if r_layers else None} for i in range(len(rows))]
 
     def _emit(self, run: Run, col: Column, obs: dict[str, Any], token: int, step_ms: float) -> None:
         """Append the chosen token and its telemetry row; finish the column on EOS or length."""
         stats = obs["stats"]
         tok = self.lm.tokenizer
         col.tokens.append(token)
-        top_ids, top_probs = top_alternatives(stats.log_probs[0])
+        top_ids, top_probs = obs["top"]
         view = sampler_view(obs.get("drawn_from"), token, top_ids)
         logprob = float(stats.log_probs[0, token])
         signals = obs["signals"]
@@ -372,7 +374,7 @@ class Engine:
             step=len(col.tokens) - 1, id=token, text=self._token_text(col), prob=math.exp(logprob),
             logprob=logprob, entropy=float(stats.entropy[0]), entropy_bits_norm=float(stats.entropy_bits_norm[0]),
             varentropy=float(stats.varentropy[0]),
-            top=[{"id": i, "text": tok.decode([i]), "prob": p, "sampler_prob": q}
+            top=[{"id": i, "text": self.lm.piece(i), "prob": p, "sampler_prob": q}
                  for i, p, q in zip(top_ids, top_probs, view.top_probs)],
             sampler_prob=view.prob, sampler_entropy=view.entropy, support=view.support,
             params=obs["params"],

@@ -1,17 +1,32 @@
 """Linear kernels chosen by measurement, per weight shape and row count, on the machine at hand.
 
 Decoding multiplies thin matrices: one row per row of the batch (1-8 columns, plus side and
-candidate rows); the prefill multiplies fat ones (a chunk of the prompt). Which of PyTorch's two
-CPU kernels is faster depends on the CPU, the shape and the row count: on one machine oneDNN
-was 1.6x faster than MKL at 2 rows, on another MKL was 1.7x faster at 1 row. So nothing is
-assumed: at load, each distinct weight shape is timed with both kernels at 1, 2, 4 and 8 rows
-(~0.3 s for the default model), the faster one is kept per (shape, rows), and the table is
-cached per machine, torch version and model. Row counts above 8 (the prefill) use MKL, which
-measured as fast or faster there. The weights stay ordinary dense float32 tensors, so the model
-is still a plain transformers model (``generate``, state dicts, other devices).
+candidate rows); a short prompt's prefill slightly fatter ones (a prompt of 9-32 tokens), a
+long prompt's fat ones. Which CPU kernel is fastest depends on the CPU, the shape and the row
+count, so nothing is assumed. These compute the same y = x W^T + b from the same dense weight:
 
-``PLAYGROUND_KERNELS=stock`` (always MKL, i.e. nn.Linear), ``onednn`` (oneDNN at 1-8 rows) or
-``auto`` (the default: measured).
+    stock        F.linear: MKL's x W^T. On one 2-core machine it takes 3-4x longer at 4+ rows
+                 than at 2 (0.40 against 0.11 ms for 576 x 576, weights read from memory).
+    onednn       oneDNN's linear (the earlier builds' choice on every row count).
+    weight_left  (W x^T)^T: the same product with the weight as the left operand, which MKL
+                 multiplies by a thin matrix without that cliff (0.15 ms at 4 rows), but
+                 slower than stock at 2 rows and at 64+ on that machine.
+    packed       MKL's packed sgemm on a copy of the weight re-laid for 8 rows (inputs of fewer
+                 rows padded): memory-bound at 3-8 rows (6.9 ms for the 576 x 49152 output layer
+                 at 4 rows, against 11.6-15.6 ms for the others). The copy is ~2x the layer, so
+                 only the output layer is considered (+233 MB, a fifth of the default model's
+                 weights; every layer would add ~1.1 GB).
+
+At load, each distinct weight shape is timed with each kernel at 1, 2, 4, 8, 16 and 32 rows,
+on a pool of copies larger than the CPU's last-level cache (a model's weights stream from
+memory once per step; a warm single matrix would flatter the kernels that reuse cache). The
+fastest is kept per (shape, rows) and the table cached per machine, torch version and model;
+a row count between two measured ones takes the next one up's, and above 32 rows (a long
+prompt's chunks) stock runs. The weights stay ordinary dense tensors, so the model is still a
+plain transformers model (``generate``, state dicts, other devices).
+
+``PLAYGROUND_KERNELS=stock``, ``onednn`` or ``weight_left`` (that kernel at 1-32 rows) or ``auto``
+(the default: measured, ``packed`` included for the output layer).
 """
 from __future__ import annotations
 
@@ -20,16 +35,20 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
 from .errors import PlaygroundError
 
-MEASURED_ROWS = (1, 2, 4, 8)
-REPEATS = 3
-KERNELS = ("stock", "onednn", "auto")
+MEASURED_ROWS = (1, 2, 4, 8, 16, 32)
+REPEATS = 1
+POOL_BYTES = 48 * 2**20  # weights timed per shape: more than a 36 MB last-level cache
+MAX_COPIES = 128  # ... of one small shape (a model's small layers share the cache with its big ones)
+PACK_ROWS = 8  # MKL packs a weight for one row count; fewer rows are padded to it
+TABLE_VERSION = 4  # part of the cache file name: tables measured another way are measured again
 
 
 def onednn_available() -> bool:
@@ -41,38 +60,80 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-class MeasuredLinear(torch.nn.Linear):
-    """An nn.Linear that runs through oneDNN for the row counts where that measured faster."""
+def weight_left_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """y = (W x^T)^T + b: the weight as the left operand of one matrix product."""
+    rows = x.reshape(-1, x.shape[-1])
+    y = torch.mm(weight, rows.t().contiguous()).t().contiguous()  # contiguous: callers .view() the output
+    if bias is not None:
+        y += bias
+    return y.view(*x.shape[:-1], weight.shape[0])
 
-    onednn_rows: frozenset[int] = frozenset()
+
+def packed_available() -> bool:
+    return torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight")
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """The weight re-laid in MKL's packed format for ``PACK_ROWS`` rows (a copy, ~2x its size)."""
+    return torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), PACK_ROWS)
+
+
+def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, packed: torch.Tensor) -> torch.Tensor:
+    """y = x W^T + b through MKL's packed sgemm, x padded to ``PACK_ROWS`` rows (at most that many)."""
+    rows = x.reshape(-1, x.shape[-1])
+    padded = rows.new_zeros(PACK_ROWS, rows.shape[1])
+    padded[:rows.shape[0]] = rows
+    y = torch.ops.mkl._mkl_linear(padded, packed, weight, bias, PACK_ROWS)[:rows.shape[0]]
+    return y.view(*x.shape[:-1], weight.shape[0])
+
+
+KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
+    "stock": F.linear, "onednn": onednn_linear, "weight_left": weight_left_linear}
+MODES = (*KERNELS, "auto")
+
+
+class MeasuredLinear(torch.nn.Linear):
+    """An nn.Linear that runs another kernel for the row counts where that measured faster."""
+
+    kernel_by_rows: dict[int, Callable] = {}  # rows -> kernel; absent: stock
+    packed_weight: torch.Tensor | None = None  # the packed kernel's copy of the weight, where it runs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() // x.shape[-1] in self.onednn_rows:
-            return onednn_linear(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
+        kernel = self.kernel_by_rows.get(x.numel() // x.shape[-1])
+        if kernel is None:
+            return F.linear(x, self.weight, self.bias)
+        return kernel(x, self.weight, self.bias)
 
 
-def _best_ms(fn, repeats: int = REPEATS) -> float:
-    fn()  # warm-up: first calls pay for allocation and kernel selection
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best * 1000
+def _ms(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
 
 
-def time_shape(in_features: int, out_features: int, bias: bool) -> dict[int, dict[str, float]]:
-    """{rows: {"stock": ms, "onednn": ms}} for one weight shape (random weights: speed only)."""
-    weight = torch.randn(out_features, in_features)
-    b = torch.randn(out_features) if bias else None
-    out = {}
+def time_shape(in_features: int, out_features: int, bias: bool, packable: bool = False) -> dict[int, dict[str, float]]:
+    """{rows: {kernel: ms per layer}} for one weight shape: the best of ``REPEATS`` passes of each
+    kernel over a pool of ``POOL_BYTES`` of weights (constant values: speed only), the kernels
+    interleaved, as a forward streams its layers from memory. ``packable``: time ``packed`` too."""
+    copies = max(1, min(MAX_COPIES, POOL_BYTES // (4 * in_features * out_features)))
+    pool = [torch.full((out_features, in_features), 0.01) for _ in range(copies)]
+    b = torch.full((out_features,), 0.01) if bias else None
+    kernels = {k: fn for k, fn in KERNELS.items() if k != "onednn" or onednn_available()}
+    if packable and packed_available():
+        packs = {w.data_ptr(): pack_weight(w) for w in pool}
+        kernels["packed"] = lambda x, w, b: packed_linear(x, w, b, packs[w.data_ptr()])
+    inputs = {rows: torch.randn(1, rows, in_features) for rows in MEASURED_ROWS}
+    best = {rows: dict.fromkeys(kernels, float("inf")) for rows in MEASURED_ROWS}
     with torch.inference_mode():
-        for rows in MEASURED_ROWS:
-            x = torch.randn(1, rows, in_features)
-            out[rows] = {"stock": _best_ms(lambda: F.linear(x, weight, b)),
-                         "onednn": _best_ms(lambda: onednn_linear(x, weight, b))}
-    return out
+        for fn in kernels.values():  # warm-up: first calls pay for allocation and kernel selection
+            fn(inputs[1], pool[0], b)
+        for _ in range(REPEATS):
+            for rows, x in inputs.items():
+                for k, fn in kernels.items():
+                    if k == "packed" and rows > PACK_ROWS:
+                        continue
+                    best[rows][k] = min(best[rows][k], _ms(lambda: [fn(x, w, b) for w in pool]) / copies)
+    return {rows: {k: ms for k, ms in by_kernel.items() if ms < float("inf")} for rows, by_kernel in best.items()}
 
 
 def _shape_key(layer: torch.nn.Linear) -> str:
@@ -85,13 +146,15 @@ def _cache_file(folder: Path, model_name: str) -> Path:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    stamp = f"{model_name}|{cpu}|{os.cpu_count()}|{torch.get_num_threads()}|torch{torch.__version__}"
+    stamp = (f"v{TABLE_VERSION}|{model_name}|{cpu}|{os.cpu_count()}|{torch.get_num_threads()}"
+             f"|torch{torch.__version__}")
     safe = "".join(c if c.isalnum() else "-" for c in stamp)[:200]
     return folder / f"{safe}.json"
 
 
-def kernel_table(layers: list[torch.nn.Linear], model_name: str, cache: Path | None) -> dict[str, dict[str, Any]]:
-    """{shape: {rows: {"stock": ms, "onednn": ms}, ...}} for the distinct shapes, cached."""
+def kernel_table(layers: list[torch.nn.Linear], model_name: str, cache: Path | None,
+                 packable: set[str] = frozenset()) -> dict[str, dict[str, Any]]:
+    """{shape: {rows: {kernel: ms}, ...}} for the distinct shapes (``packable`` ones with ``packed``), cached."""
     path = _cache_file(cache, model_name) if cache is not None else None
     if path is not None and path.is_file():
         try:
@@ -100,7 +163,7 @@ def kernel_table(layers: list[torch.nn.Linear], model_name: str, cache: Path | N
             pass
     shapes = {_shape_key(layer): layer for layer in layers}
     table = {key: {str(r): ms for r, ms in time_shape(layer.in_features, layer.out_features,
-                                                      layer.bias is not None).items()}
+                                                      layer.bias is not None, key in packable).items()}
              for key, layer in shapes.items()}
     if path is not None:
         try:
@@ -111,32 +174,50 @@ def kernel_table(layers: list[torch.nn.Linear], model_name: str, cache: Path | N
     return table
 
 
-def choose_linear_kernels(model: Any, model_name: str, cache: Path | None = None) -> dict[str, list[int]]:
-    """Make every CPU float32 nn.Linear of ``model`` that some row count runs faster on oneDNN a
-    MeasuredLinear; returns {shape: oneDNN rows}."""
+def choose_linear_kernels(model: Any, model_name: str, cache: Path | None = None) -> dict[str, dict[int, str]]:
+    """Give every CPU float32 nn.Linear of ``model`` the kernel that measured fastest for its shape at
+    each row count 1-32; returns {shape: {rows: kernel}}."""
     mode = os.environ.get("PLAYGROUND_KERNELS", "auto").strip().lower() or "auto"
-    if mode not in KERNELS:
-        raise PlaygroundError(f"PLAYGROUND_KERNELS must be one of {', '.join(KERNELS)}, got {mode!r}")
+    if mode not in MODES:
+        raise PlaygroundError(f"PLAYGROUND_KERNELS must be one of {', '.join(MODES)}, got {mode!r}")
     layers = [m for m in model.modules() if type(m) in (torch.nn.Linear, MeasuredLinear)
               and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32]
-    if mode == "stock" or not onednn_available() or not layers:
-        chosen = {_shape_key(m): [] for m in layers}
-    elif mode == "onednn":
-        chosen = {_shape_key(m): list(MEASURED_ROWS) for m in layers}
+    if mode == "onednn" and not onednn_available():
+        mode = "stock"
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if mode == "auto" and layers:
+        # packed for the output layer only, and only where its shape is no other layer's
+        others = {_shape_key(m) for m in layers if m is not head}
+        packable = {_shape_key(head)} - others if head in layers else set()
+        table = kernel_table(layers, model_name, cache, packable)
+        measured = {shape: {int(r): _fastest(ms, shape in packable) for r, ms in per_rows.items()}
+                    for shape, per_rows in table.items()}
     else:
-        table = kernel_table(layers, model_name, cache)
-        chosen = {shape: [int(r) for r, ms in per_rows.items() if ms["onednn"] < ms["stock"]]
-                  for shape, per_rows in table.items()}
+        measured = {_shape_key(m): dict.fromkeys(MEASURED_ROWS, "stock" if mode == "auto" else mode) for m in layers}
+    chosen = {shape: _fill_rows(by_rows) for shape, by_rows in measured.items()}
     for layer in layers:
-        rows = frozenset(_fill_rows(chosen[_shape_key(layer)]))
-        # same parameters, same state dict: only forward changes; a layer that never runs oneDNN
+        names = chosen[_shape_key(layer)]
+        layer.packed_weight = pack_weight(layer.weight) if "packed" in names.values() else None
+        kernels = {**KERNELS, "packed": partial(packed_linear, packed=layer.packed_weight)}
+        by_rows = {r: kernels[k] for r, k in names.items() if k != "stock"}
+        # same parameters, same state dict: only forward changes; a layer that always runs stock
         # stays a plain nn.Linear (the per-call row check costs ~1.3 ms a step for the default model)
-        layer.__class__ = MeasuredLinear if rows else torch.nn.Linear
-        layer.onednn_rows = rows
+        layer.__class__ = MeasuredLinear if by_rows else torch.nn.Linear
+        layer.kernel_by_rows = by_rows
     return chosen
 
 
-def _fill_rows(measured: list[int]) -> list[int]:
-    """Row counts 1..8 that follow a measured choice: each takes the next measured count up (3 -> 4)."""
-    return [r for r in range(1, MEASURED_ROWS[-1] + 1)
-            if min(m for m in MEASURED_ROWS if m >= r) in measured]
+def _fastest(ms: dict[str, float], may_pack: bool) -> str:
+    """The kernel with the least time, ``packed`` only where the layer may have a packed copy."""
+    return min((k for k in ms if k != "packed" or may_pack), key=ms.get)
+
+
+def packed_bytes(model: Any) -> int:
+    """Memory held by packed weight copies (the ``packed`` kernel's)."""
+    return sum(m.packed_weight.numel() * m.packed_weight.element_size() for m in model.modules()
+               if getattr(m, "packed_weight", None) is not None)
+
+
+def _fill_rows(measured: dict[int, str]) -> dict[int, str]:
+    """The kernel of each row count 1..32: each takes the next measured count's (3 -> 4)."""
+    return {r: measured[min(m for m in MEASURED_ROWS if m >= r)] for r in range(1, MEASURED_ROWS[-1] + 1)}

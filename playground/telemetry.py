@@ -67,6 +67,11 @@ class DistributionStats:
     entropy_bits_norm: torch.Tensor  # [R]
     varentropy: torch.Tensor  # [R] bits^2
 
+    def row(self, i: int) -> "DistributionStats":
+        """Row ``i`` alone, still batch-shaped ([1, V] and [1])."""
+        return DistributionStats(*(t[i:i + 1] for t in (self.log_probs, self.entropy, self.entropy_bits_norm,
+                                                         self.varentropy)))
+
 
 def distribution_stats(logits: torch.Tensor) -> DistributionStats:
     """Entropy (nats), normalised entropy and varentropy (bits^2) of softmax(logits), per row."""
@@ -75,13 +80,12 @@ def distribution_stats(logits: torch.Tensor) -> DistributionStats:
         logits = logits.unsqueeze(0)
     log_p = torch.log_softmax(logits, dim=-1)
     p = log_p.exp()
-    # 0 * -inf is nan: masked (-inf) logits contribute nothing
-    plogp = torch.where(p > 0, p * log_p, torch.zeros_like(p))
-    entropy = -plogp.sum(-1)
-    log2_p = log_p / math.log(2.0)
+    # masked (-inf) logits have p = 0: a finite stand-in makes their terms 0 instead of 0 * -inf = nan
+    # (float32's smallest positive p has log -103.3, so no real value is changed)
+    finite_log_p = log_p.clamp_min(-1e4)
+    entropy = -(p * finite_log_p).sum(-1)
     h_bits = entropy / math.log(2.0)
-    dev2 = torch.where(p > 0, p * (log2_p + h_bits.unsqueeze(-1)) ** 2, torch.zeros_like(p))
-    varentropy = dev2.sum(-1)
+    varentropy = (p * (finite_log_p / math.log(2.0) + h_bits.unsqueeze(-1)) ** 2).sum(-1)
     return DistributionStats(
         log_probs=log_p,
         entropy=entropy,
@@ -111,8 +115,8 @@ def sampler_view(probs: torch.Tensor | None, token: int, top_ids: list[int]) -> 
     return SamplerView(float(q[token]), max(0.0, entropy), int(kept.sum()), q[top_ids].tolist())
 
 
-def top_alternatives(log_probs: torch.Tensor, k: int = 5) -> tuple[list[int], list[float]]:
-    """Ids and probabilities of the k most likely tokens of one row."""
+def top_alternatives(log_probs: torch.Tensor, k: int = 5) -> tuple[list, list]:
+    """Ids and probabilities of the k most likely tokens of a row [V] (lists), or of each row [R, V] (lists of lists)."""
     values, ids = torch.topk(log_probs, k)
     return ids.tolist(), values.exp().tolist()
 

@@ -12,8 +12,8 @@ from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogit
 from playground.columns import ColumnSpec
 from playground.engine import Engine, RunOptions
 from playground.samplers import SettingsError, make_settings
-from playground.samplers.chain import (DRYLogitsProcessor, TopNSigmaLogitsWarper, XTCLogitsWarper, breaker_ids,
-                                       dry_match_lengths, z_function)
+from playground.samplers.chain import (DRYLogitsProcessor, TopKTopPLogitsWarper, TopNSigmaLogitsWarper,
+                                       XTCLogitsWarper, breaker_ids, dry_match_lengths, z_function)
 from playground.samplers.mirostat import MirostatSampler, mirostat_probs
 from playground.samplers.temperature import sampling_probs
 
@@ -141,6 +141,22 @@ def test_epsilon_eta_and_typical_keep_what_their_formulas_say():
         if mass >= 0.6:
             break
     assert kept(sampling_probs(logits, IDS, 1.0, top_k=0, top_p=1.0, extra=chain(typical_p=0.6))) == sorted(typical)
+
+
+@pytest.mark.parametrize("top_k,top_p", [(40, 0.92), (5, 0.5), (1, 0.9), (100, 0.999), (49152, 0.3)])
+def test_top_k_then_top_p_in_one_pass_keeps_what_the_two_warpers_keep(top_k, top_p):
+    torch.manual_seed(top_k)
+    two = LogitsProcessorList([TopKLogitsWarper(top_k), TopPLogitsWarper(top_p)])
+    for scale in (0.5, 4.0, 20.0):
+        logits = torch.randn(1, 49152) * scale
+        assert torch.equal(TopKTopPLogitsWarper(top_k, top_p)(IDS.view(1, -1), logits), two(IDS.view(1, -1), logits))
+    k = min(top_k, 500)
+    tied = torch.randn(1, 1000)
+    order = tied[0].argsort(descending=True)
+    tied[0, order[k - 1:k + 3]] = tied[0, order[k - 1]].item()  # four tokens share the k-th score
+    result = TopKTopPLogitsWarper(k, 1.0 - 1e-9)(IDS.view(1, -1), tied)
+    assert torch.equal(result, TopKLogitsWarper(k)(IDS.view(1, -1), tied))  # all tied tokens kept, as top-k does
+    assert int(torch.isfinite(result).sum()) == k + 3
 
 
 def test_off_values_are_the_generate_chain_bit_for_bit(real_lm):

@@ -16,7 +16,7 @@ from playground.prompts import BENCHMARK_PROMPTS
 FOUR = ["greedy", "temperature", "phase_slip", "adaptive_entropy"]
 
 
-def full_attention_prefill(self):
+def full_attention_prefill(self, max_new_tokens: int = 0):
     """The prefill before issue 12: the whole prompt in one eager pass with every attention map."""
     out, cache = self.lm.forward(self.prompt.view(1, -1), None, output_attentions=self.need_attn, logits_to_keep=1)
     self.rows = RowPlan(cache)
@@ -38,8 +38,8 @@ def test_short_prompts_give_the_full_attention_prefills_tokens_and_r(real_lm, mo
     old = compare(real_lm, prompt, FOUR, seed=5, max_new_tokens=12)
     (new_tokens, new_r), (old_tokens, old_r) = tokens_and_r(new), tokens_and_r(old)
     assert new_tokens == old_tokens
-    for a, b in zip(new_r, old_r):
-        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+    for a, b in zip(new_r, old_r):  # float32 rounding: the two prefills run different kernels at 9-32 rows
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
 
 
 @pytest.mark.slow

@@ -190,7 +190,7 @@ class AdaptiveEntropySampler(Sampler):
     def decide(self, view: StepView) -> Decision:
         s = self.settings
         if view.attentions is None:
-            raise PlaygroundError("adaptive_entropy needs attention weights (eager attention)")
+            raise PlaygroundError("adaptive_entropy needs attention weights (grouped or eager attention, not sdpa)")
         last_layer = view.attentions[-1]
         h_token = token_entropy(view.logits)
         existing = existing_positions(last_layer.shape[-1], view.input_ids.numel(), last_layer.device)

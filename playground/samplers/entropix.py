@@ -155,7 +155,7 @@ class EntropixSampler(Sampler):
     def decide(self, view: StepView) -> Decision:
         s = self.settings
         if view.attentions is None:
-            raise PlaygroundError("entropix needs attention weights (eager attention)")
+            raise PlaygroundError("entropix needs attention weights (grouped or eager attention, not sdpa)")
         ent, vent = logit_stats(view.logits)
         stats = {"ent": ent, "vent": vent, **attention_stats(view.attentions[-1], view.input_ids.numel())}
         state = quadrant(ent, vent)

@@ -29,8 +29,8 @@ from transformers import (
 )
 
 from .base import Decision, RunContext, Sampler, StepView, require, setting
-from .chain import (DRY_BREAKERS, DRYLogitsProcessor, TopNSigmaLogitsWarper, XTCLogitsWarper, breaker_ids,
-                    parse_breakers)
+from .chain import (DRY_BREAKERS, DRYLogitsProcessor, TopKTopPLogitsWarper, TopNSigmaLogitsWarper,
+                    XTCLogitsWarper, breaker_ids, parse_breakers)
 
 
 def check_sampling_params(temperature: float, top_k: int, top_p: float, min_p: float = 0.0,
@@ -62,9 +62,11 @@ def sampling_processors(temperature: float, top_k: int = 0, top_p: float = 1.0, 
     chain.extend(extra[name] for name in EARLY if name in extra)
     if temperature != 1.0:
         chain.append(TemperatureLogitsWarper(temperature))
-    if top_k > 0:
+    if top_k > 0 and top_p < 1.0:
+        chain.append(TopKTopPLogitsWarper(top_k, top_p))  # the two warpers, top-p sorting k scores
+    elif top_k > 0:
         chain.append(TopKLogitsWarper(top_k))
-    if top_p < 1.0:
+    elif top_p < 1.0:
         chain.append(TopPLogitsWarper(top_p))
     if min_p > 0.0:
         chain.append(MinPLogitsWarper(min_p))

@@ -1,0 +1,69 @@
+"""The growing KV cache: DynamicCache's contents, written in place instead of concatenated."""
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+from playground import compare
+from playground.cache import GrowingLayer, growing_cache
+
+PROMPT = "The ancient door creaked open"
+
+
+def _feed(cache, steps):
+    """Prefill 5 positions on 1 row, fork to 3 rows, decode, crop, re-index, edit in place (every layer)."""
+    torch.manual_seed(0)
+
+    def update(rows, n):
+        keys, values = torch.randn(rows, 2, n, 4), torch.randn(rows, 2, n, 4)
+        return [layer.update(keys, values) for layer in cache.layers][0]
+
+    layer = cache.layers[0]
+    update(1, 5)
+    cache.batch_repeat_interleave(3)
+    pointers, rows = [], 3
+    for step in range(steps):
+        keys, values = update(rows, 1)
+        pointers.append(keys.data_ptr())
+        if step == 3:
+            cache.crop(-2)
+        if step == 5:
+            cache.batch_select_indices(torch.tensor([2, 0]))
+            rows = 2
+            update(rows, 1)
+            layer.values[1, :, -3:] += 1.0  # a side row's in-place perturbation
+    return layer.keys.clone(), layer.values.clone(), pointers
+
+
+def test_a_growing_layer_holds_what_a_dynamic_layer_holds(tiny_llama):
+    config = tiny_llama.model.config
+    expected = _feed(DynamicCache(config=config), 9)
+    got = _feed(growing_cache(config, capacity_limit=64), 9)
+    assert type(growing_cache(config).layers[0]) is GrowingLayer
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert got[0].shape == (2, 2, 5 + 6 - 2 + 1 + 3, 4)
+    assert len(set(got[2][:3])) == 1  # the first decoding steps write into one buffer: no copy per step
+    assert len(set(expected[2][:3])) == 3  # torch.cat: a new tensor every step
+
+
+def test_capacity_stops_at_the_limit_and_grows_by_doubling_without_one(tiny_llama):
+    config = tiny_llama.model.config
+    for limit, capacities in ((12, [10, 12]), (None, [10, 22])):
+        cache = growing_cache(config, capacity_limit=limit)
+        layer = cache.layers[0]
+        layer.update(torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4))
+        seen = [layer.key_buffer.shape[2]]
+        for _ in range(6):
+            layer.update(torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 1, 4))
+        seen.append(layer.key_buffer.shape[2])
+        assert seen == capacities and layer.get_seq_length() == 11
+
+
+def test_runs_decode_the_same_tokens_through_the_growing_cache(real_lm, monkeypatch):
+    samplers = ["greedy", "temperature", "phase_slip", "adaptive_entropy"]  # side rows, lookahead rows, re-indexing
+    growing = compare(real_lm, PROMPT, samplers, max_new_tokens=24, seed=3)
+    monkeypatch.setattr("playground.models.growing_cache", lambda config, capacity=None: DynamicCache(config=config))
+    plain = compare(real_lm, PROMPT, samplers, max_new_tokens=24, seed=3)
+    for g, p in zip(growing.columns, plain.columns):
+        assert g.tokens == p.tokens
+        assert [round(r.entropy, 5) for r in g.rows] == [round(r.entropy, 5) for r in p.rows]
