@@ -26,7 +26,8 @@ GROUPED = "grouped"
 def grouped_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
                       **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(output [b, q, heads, d], weights [b, heads, q, kv]) from query [b, heads, q, d], key/value [b, kv_heads, kv, d]."""
+    """(output [b, q, heads, d], weights [b, heads, q, kv]) from query [b, heads, q, d] and
+    key/value [b, kv_heads, kv, d]. For inference: ``dropout`` (training only) is not applied."""
     batch, heads, q_len, dim = query.shape
     kv_heads, kv_len = key.shape[1], key.shape[2]
     grouped = query.reshape(batch, kv_heads, heads // kv_heads * q_len, dim)  # query head h uses kv head h // group

@@ -17,7 +17,7 @@ count, so nothing is assumed. These compute the same y = x W^T + b from the same
                  only the output layer is considered (+233 MB, a fifth of the default model's
                  weights; every layer would add ~1.1 GB).
 
-At load, each distinct weight shape is timed with each kernel at 1, 2, 4, 8, 16 and 32 rows,
+At load, each distinct weight shape is timed with each kernel at 1, 2, 4, 8 and 32 rows,
 on a pool of copies larger than the CPU's last-level cache (a model's weights stream from
 memory once per step; a warm single matrix would flatter the kernels that reuse cache). The
 fastest is kept per (shape, rows) and the table cached per machine, torch version and model;
@@ -43,12 +43,12 @@ import torch.nn.functional as F
 
 from .errors import PlaygroundError
 
-MEASURED_ROWS = (1, 2, 4, 8, 16, 32)
+MEASURED_ROWS = (1, 2, 4, 8, 32)
 REPEATS = 1
-POOL_BYTES = 48 * 2**20  # weights timed per shape: more than a 36 MB last-level cache
+POOL_BYTES = 40 * 2**20  # weights timed per shape: more than a 36 MB last-level cache
 MAX_COPIES = 128  # ... of one small shape (a model's small layers share the cache with its big ones)
 PACK_ROWS = 8  # MKL packs a weight for one row count; fewer rows are padded to it
-TABLE_VERSION = 4  # part of the cache file name: tables measured another way are measured again
+TABLE_VERSION = 5  # part of the cache file name: tables measured another way are measured again
 
 
 def onednn_available() -> bool:
@@ -78,7 +78,8 @@ def pack_weight(weight: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), PACK_ROWS)
 
 
-def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, packed: torch.Tensor) -> torch.Tensor:
+def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  packed: torch.Tensor) -> torch.Tensor:
     """y = x W^T + b through MKL's packed sgemm, x padded to ``PACK_ROWS`` rows (at most that many)."""
     rows = x.reshape(-1, x.shape[-1])
     padded = rows.new_zeros(PACK_ROWS, rows.shape[1])

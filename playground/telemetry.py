@@ -116,7 +116,8 @@ def sampler_view(probs: torch.Tensor | None, token: int, top_ids: list[int]) -> 
 
 
 def top_alternatives(log_probs: torch.Tensor, k: int = 5) -> tuple[list, list]:
-    """Ids and probabilities of the k most likely tokens of a row [V] (lists), or of each row [R, V] (lists of lists)."""
+    """Ids and probabilities of the k most likely tokens of a row [V] (lists), or of each row [R, V]
+    (lists of lists)."""
     values, ids = torch.topk(log_probs, k)
     return ids.tolist(), values.exp().tolist()
 
