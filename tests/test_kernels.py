@@ -97,6 +97,14 @@ def test_only_the_output_layer_is_packed_and_its_copy_is_counted(monkeypatch, ti
             layer.__class__, layer.kernel_by_rows, layer.packed_weight = cls, by_rows, None
 
 
+def test_a_layer_moved_off_the_cpu_runs_the_stock_linear():
+    layer = torch.nn.Linear(8, 16)
+    layer.__class__ = MeasuredLinear
+    layer.kernel_by_rows = {r: lambda *a: pytest.fail("a CPU kernel ran on another device") for r in range(1, 33)}
+    layer.to("meta")
+    assert layer(torch.empty(5, 8, device="meta")).shape == (5, 16)
+
+
 def test_the_timing_table_is_cached_per_machine_and_model(tmp_path, monkeypatch):
     layers = [torch.nn.Linear(8, 16), torch.nn.Linear(8, 16), torch.nn.Linear(16, 8, bias=False)]
     monkeypatch.setenv("PLAYGROUND_KERNELS", "auto")
