@@ -124,17 +124,16 @@ def time_shape(in_features: int, out_features: int, bias: bool, packable: bool =
         packs = {w.data_ptr(): pack_weight(w) for w in pool}
         kernels["packed"] = lambda x, w, b: packed_linear(x, w, b, packs[w.data_ptr()])
     inputs = {rows: torch.randn(1, rows, in_features) for rows in MEASURED_ROWS}
-    best = {rows: dict.fromkeys(kernels, float("inf")) for rows in MEASURED_ROWS}
+    best = {rows: {k: float("inf") for k in kernels if k != "packed" or rows <= PACK_ROWS} for rows in MEASURED_ROWS}
     with torch.inference_mode():
         for fn in kernels.values():  # warm-up: first calls pay for allocation and kernel selection
             fn(inputs[1], pool[0], b)
         for _ in range(REPEATS):
             for rows, x in inputs.items():
-                for k, fn in kernels.items():
-                    if k == "packed" and rows > PACK_ROWS:
-                        continue
+                for k in best[rows]:
+                    fn = kernels[k]
                     best[rows][k] = min(best[rows][k], _ms(lambda: [fn(x, w, b) for w in pool]) / copies)
-    return {rows: {k: ms for k, ms in by_kernel.items() if ms < float("inf")} for rows, by_kernel in best.items()}
+    return best
 
 
 def _shape_key(layer: torch.nn.Linear) -> str:

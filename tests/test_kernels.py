@@ -1,6 +1,8 @@
 """Linear kernels chosen by measurement: every choice computes the same function and the same tokens."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -9,6 +11,18 @@ from playground.kernels import KERNELS, MeasuredLinear
 
 PROMPT = "The ancient door creaked open"
 AVAILABLE = [k for k in KERNELS if k != "onednn" or kernels.onednn_available()]
+
+
+@contextmanager
+def kernels_restored(model):
+    """Put every linear layer's class, kernels and packed copy back as they were (shared model fixtures)."""
+    saved = [(m, type(m), getattr(m, "kernel_by_rows", {}), getattr(m, "packed_weight", None))
+             for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        yield
+    finally:
+        for layer, cls, by_rows, packed in saved:
+            layer.__class__, layer.kernel_by_rows, layer.packed_weight = cls, by_rows, packed
 
 
 def test_rows_between_measured_counts_follow_the_next_measured_count():
@@ -70,7 +84,6 @@ def test_the_packed_kernel_is_the_linear_function_up_to_its_packed_row_count(row
 @pytest.mark.skipif(not kernels.packed_available(), reason="no MKL packed sgemm in this torch build")
 def test_only_the_output_layer_is_packed_and_its_copy_is_counted(monkeypatch, tiny_llama):
     model = tiny_llama.model
-    saved = [(m, type(m), getattr(m, "kernel_by_rows", {})) for m in model.modules() if isinstance(m, torch.nn.Linear)]
     seen = {}
 
     def table(layers, name, cache, packable):
@@ -80,7 +93,7 @@ def test_only_the_output_layer_is_packed_and_its_copy_is_counted(monkeypatch, ti
 
     monkeypatch.setenv("PLAYGROUND_KERNELS", "auto")
     monkeypatch.setattr(kernels, "kernel_table", table)
-    try:
+    with kernels_restored(model):
         chosen = kernels.choose_linear_kernels(model, "toy")
         head = model.get_output_embeddings()
         assert seen["packable"] == {kernels._shape_key(head)}
@@ -92,9 +105,6 @@ def test_only_the_output_layer_is_packed_and_its_copy_is_counted(monkeypatch, ti
             head.kernel_by_rows = {}
             stock_logits = model(ids).logits
         assert torch.allclose(packed_logits, stock_logits, atol=1e-4)
-    finally:
-        for layer, cls, by_rows in saved:
-            layer.__class__, layer.kernel_by_rows, layer.packed_weight = cls, by_rows, None
 
 
 def test_a_layer_moved_off_the_cpu_runs_the_stock_linear():
@@ -124,19 +134,14 @@ def test_an_unknown_kernel_mode_is_refused(monkeypatch):
 @pytest.mark.slow
 def test_every_kernel_choice_gives_the_same_logits_and_greedy_tokens(real_lm, monkeypatch):
     ids = torch.tensor([real_lm.encode(PROMPT)] * 4)  # 4 rows: where the kernels differ most
-    saved = [(m, type(m), getattr(m, "kernel_by_rows", {})) for m in real_lm.model.modules()
-             if isinstance(m, torch.nn.Linear)]
     results = {}
-    try:
+    with kernels_restored(real_lm.model):
         for mode in ("stock", *AVAILABLE[1:], "auto"):
             monkeypatch.setenv("PLAYGROUND_KERNELS", mode)
             kernels.choose_linear_kernels(real_lm.model, real_lm.name)
             with torch.inference_mode():
                 logits = real_lm.model(ids[:, -1:]).logits  # one position, 4 rows
             results[mode] = (logits, compare(real_lm, PROMPT, ["greedy"], max_new_tokens=32).columns[0].tokens)
-    finally:
-        for layer, cls, by_rows in saved:
-            layer.__class__, layer.kernel_by_rows = cls, by_rows
     assert len(results) == len(AVAILABLE) + 1
     for mode, (logits, tokens) in results.items():
         assert torch.allclose(logits, results["stock"][0], atol=1e-4), mode
