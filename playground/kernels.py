@@ -11,13 +11,15 @@ count, so nothing is assumed. These compute the same y = x W^T + b from the same
     weight_left  (W x^T)^T: the same product with the weight as the left operand, which MKL
                  multiplies by a thin matrix without that cliff (0.15 ms at 4 rows), but
                  slower than stock at 2 rows and at 64+ on that machine.
-    packed       MKL's packed sgemm on a copy of the weight re-laid for 8 rows (inputs of fewer
-                 rows padded): memory-bound at 3-8 rows (6.9 ms for the 576 x 49152 output layer
-                 at 4 rows, against 11.6-15.6 ms for the others). The copy is ~2x the layer, so
-                 only the output layer is considered (+233 MB, a fifth of the default model's
-                 weights; every layer would add ~1.1 GB).
+    packed       MKL's packed sgemm on a copy of the weight re-laid for 8 rows (8 rows a call,
+                 the last one padded; timed up to 16 rows): memory-bound at 3-8 rows (0.23
+                 against 0.37 ms for 576 x 1536, 6.9 against 12.6 ms for the 576 x 49152 output
+                 layer at 4 rows), slower than stock at 1-2. The copy is as large as the layer's
+                 weight (resident memory grows by 110.6 MB per 113.2 MB layer), so copies are
+                 made only within a budget (``PLAYGROUND_PACK_MB``, default an eighth of the
+                 machine's memory), the layers that save the most time per byte first.
 
-At load, each distinct weight shape is timed with each kernel at 1, 2, 4, 8 and 32 rows,
+At load, each distinct weight shape is timed with each kernel at 1, 2, 4, 8, 16 and 32 rows,
 on a pool of copies larger than the CPU's last-level cache (a model's weights stream from
 memory once per step; a warm single matrix would flatter the kernels that reuse cache). The
 fastest is kept per (shape, rows) and the table cached per machine, torch version and model;
@@ -26,7 +28,7 @@ prompt's chunks) stock runs. The weights stay ordinary dense tensors, so the mod
 plain transformers model (``generate``, state dicts, other devices).
 
 ``PLAYGROUND_KERNELS=stock``, ``onednn`` or ``weight_left`` (that kernel at 1-32 rows) or ``auto``
-(the default: measured, ``packed`` included for the output layer).
+(the default: measured, ``packed`` included within the budget).
 """
 from __future__ import annotations
 
@@ -43,12 +45,13 @@ import torch.nn.functional as F
 
 from .errors import PlaygroundError
 
-MEASURED_ROWS = (1, 2, 4, 8, 32)
+MEASURED_ROWS = (1, 2, 4, 8, 16, 32)
 REPEATS = 1
 POOL_BYTES = 40 * 2**20  # weights timed per shape: more than a 36 MB last-level cache
 MAX_COPIES = 128  # ... of one small shape (a model's small layers share the cache with its big ones)
-PACK_ROWS = 8  # MKL packs a weight for one row count; fewer rows are padded to it
-TABLE_VERSION = 5  # part of the cache file name: tables measured another way are measured again
+PACK_ROWS = 8  # MKL packs a weight for one row count: a call takes that many rows, the last padded
+PACKED_MAX_ROWS = 16  # more rows stream the weight more times: other kernels win
+TABLE_VERSION = 7  # part of the cache file name: tables measured another way are measured again
 
 
 def onednn_available() -> bool:
@@ -74,17 +77,20 @@ def packed_available() -> bool:
 
 
 def pack_weight(weight: torch.Tensor) -> torch.Tensor:
-    """The weight re-laid in MKL's packed format for ``PACK_ROWS`` rows (a copy, ~2x its size)."""
+    """The weight re-laid in MKL's packed format for ``PACK_ROWS`` rows: a copy of the weight's size
+    (an opaque tensor whose ``numel`` is not its storage; ``packed_bytes`` counts the weight's bytes)."""
     return torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), PACK_ROWS)
 
 
 def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                   packed: torch.Tensor) -> torch.Tensor:
-    """y = x W^T + b through MKL's packed sgemm, x padded to ``PACK_ROWS`` rows (at most that many)."""
+    """y = x W^T + b through MKL's packed sgemm, ``PACK_ROWS`` rows a call (the last call's padded)."""
     rows = x.reshape(-1, x.shape[-1])
-    padded = rows.new_zeros(PACK_ROWS, rows.shape[1])
-    padded[:rows.shape[0]] = rows
-    y = torch.ops.mkl._mkl_linear(padded, packed, weight, bias, PACK_ROWS)[:rows.shape[0]]
+    n = rows.shape[0]
+    padded = rows.new_zeros(-(-n // PACK_ROWS) * PACK_ROWS, rows.shape[1])
+    padded[:n] = rows
+    chunks = [torch.ops.mkl._mkl_linear(chunk, packed, weight, bias, PACK_ROWS) for chunk in padded.split(PACK_ROWS)]
+    y = (chunks[0] if len(chunks) == 1 else torch.cat(chunks))[:n]
     return y.view(*x.shape[:-1], weight.shape[0])
 
 
@@ -112,19 +118,20 @@ def _ms(fn: Callable[[], Any]) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def time_shape(in_features: int, out_features: int, bias: bool, packable: bool = False) -> dict[int, dict[str, float]]:
+def time_shape(in_features: int, out_features: int, bias: bool) -> dict[int, dict[str, float]]:
     """{rows: {kernel: ms per layer}} for one weight shape: the best of ``REPEATS`` passes of each
     kernel over a pool of ``POOL_BYTES`` of weights (constant values: speed only), the kernels
-    interleaved, as a forward streams its layers from memory. ``packable``: time ``packed`` too."""
+    interleaved, as a forward streams its layers from memory."""
     copies = max(1, min(MAX_COPIES, POOL_BYTES // (4 * in_features * out_features)))
     pool = [torch.full((out_features, in_features), 0.01) for _ in range(copies)]
     b = torch.full((out_features,), 0.01) if bias else None
     kernels = {k: fn for k, fn in KERNELS.items() if k != "onednn" or onednn_available()}
-    if packable and packed_available():
+    if packed_available():
         packs = {w.data_ptr(): pack_weight(w) for w in pool}
         kernels["packed"] = lambda x, w, b: packed_linear(x, w, b, packs[w.data_ptr()])
     inputs = {rows: torch.randn(1, rows, in_features) for rows in MEASURED_ROWS}
-    best = {rows: {k: float("inf") for k in kernels if k != "packed" or rows <= PACK_ROWS} for rows in MEASURED_ROWS}
+    best = {rows: {k: float("inf") for k in kernels if k != "packed" or rows <= PACKED_MAX_ROWS}
+            for rows in MEASURED_ROWS}
     with torch.inference_mode():
         for fn in kernels.values():  # warm-up: first calls pay for allocation and kernel selection
             fn(inputs[1], pool[0], b)
@@ -152,18 +159,19 @@ def _cache_file(folder: Path, model_name: str) -> Path:
     return folder / f"{safe}.json"
 
 
-def kernel_table(layers: list[torch.nn.Linear], model_name: str, cache: Path | None,
-                 packable: set[str] = frozenset()) -> dict[str, dict[str, Any]]:
-    """{shape: {rows: {kernel: ms}, ...}} for the distinct shapes (``packable`` ones with ``packed``), cached."""
+def kernel_table(layers: list[torch.nn.Linear], model_name: str, cache: Path | None) -> dict[str, dict[str, Any]]:
+    """{shape: {rows: {kernel: ms}, ...}} for the distinct shapes of ``layers``, cached."""
     path = _cache_file(cache, model_name) if cache is not None else None
+    shapes = {_shape_key(layer): layer for layer in layers}
     if path is not None and path.is_file():
         try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass
-    shapes = {_shape_key(layer): layer for layer in layers}
+            cached = json.loads(path.read_text())
+            if all(set(cached.get(key, {})) == {str(r) for r in MEASURED_ROWS} for key in shapes):
+                return cached
+        except (OSError, ValueError, AttributeError):
+            pass  # unreadable or measured otherwise: measure again
     table = {key: {str(r): ms for r, ms in time_shape(layer.in_features, layer.out_features,
-                                                      layer.bias is not None, key in packable).items()}
+                                                      layer.bias is not None).items()}
              for key, layer in shapes.items()}
     if path is not None:
         try:
@@ -176,7 +184,8 @@ def kernel_table(layers: list[torch.nn.Linear], model_name: str, cache: Path | N
 
 def choose_linear_kernels(model: Any, model_name: str, cache: Path | None = None) -> dict[str, dict[int, str]]:
     """Give every CPU float32 nn.Linear of ``model`` the kernel that measured fastest for its shape at
-    each row count 1-32; returns {shape: {rows: kernel}}."""
+    each row count 1-32 (``packed`` only for the shapes within the memory budget); returns
+    {shape: {rows: kernel}}."""
     mode = os.environ.get("PLAYGROUND_KERNELS", "auto").strip().lower() or "auto"
     if mode not in MODES:
         raise PlaygroundError(f"PLAYGROUND_KERNELS must be one of {', '.join(MODES)}, got {mode!r}")
@@ -184,12 +193,9 @@ def choose_linear_kernels(model: Any, model_name: str, cache: Path | None = None
               and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32]
     if mode == "onednn" and not onednn_available():
         mode = "stock"
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if mode == "auto" and layers:
-        # packed for the output layer only, and only where its shape is no other layer's
-        others = {_shape_key(m) for m in layers if m is not head}
-        packable = {_shape_key(head)} - others if head in layers else set()
-        table = kernel_table(layers, model_name, cache, packable)
+        table = kernel_table(layers, model_name, cache)
+        packable = shapes_to_pack(table, layers, pack_budget_bytes())
         measured = {shape: {int(r): _fastest(ms, shape in packable) for r, ms in per_rows.items()}
                     for shape, per_rows in table.items()}
     else:
@@ -207,14 +213,52 @@ def choose_linear_kernels(model: Any, model_name: str, cache: Path | None = None
     return chosen
 
 
+def pack_budget_bytes() -> int:
+    """Memory the packed copies may take: ``PLAYGROUND_PACK_MB``, else an eighth of the machine's memory."""
+    value = os.environ.get("PLAYGROUND_PACK_MB", "").strip()
+    if value:
+        try:
+            megabytes = float(value)
+        except ValueError:
+            megabytes = -1.0
+        if not megabytes >= 0:
+            raise PlaygroundError(f"PLAYGROUND_PACK_MB must be a number of megabytes >= 0, got {value!r}")
+        return int(megabytes * 1e6)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8
+    except (AttributeError, ValueError, OSError):
+        return 0  # memory unknown: no copies
+
+
+def shapes_to_pack(table: dict[str, dict[str, Any]], layers: list[torch.nn.Linear], budget: int) -> set[str]:
+    """The shapes whose layers get a packed copy: those where ``packed`` measured fastest at some row
+    count, the most milliseconds saved per byte first, while their weights' bytes fit in ``budget``."""
+    saving: dict[str, float] = {}  # ms a forward saves at the row count where packing helps most
+    size: dict[str, int] = {}
+    for layer in layers:
+        key = _shape_key(layer)
+        ms_by_rows = [ms for ms in table[key].values() if "packed" in ms]
+        per_layer = max((min(t for k, t in ms.items() if k != "packed") - ms["packed"] for ms in ms_by_rows),
+                        default=0.0)
+        if per_layer > 0:
+            saving[key] = saving.get(key, 0.0) + per_layer
+            size[key] = size.get(key, 0) + layer.weight.numel() * layer.weight.element_size()
+    chosen, spent = set(), 0
+    for key in sorted(saving, key=lambda k: saving[k] / size[k], reverse=True):
+        if spent + size[key] <= budget:
+            chosen.add(key)
+            spent += size[key]
+    return chosen
+
+
 def _fastest(ms: dict[str, float], may_pack: bool) -> str:
     """The kernel with the least time, ``packed`` only where the layer may have a packed copy."""
     return min((k for k in ms if k != "packed" or may_pack), key=ms.get)
 
 
 def packed_bytes(model: Any) -> int:
-    """Memory held by packed weight copies (the ``packed`` kernel's)."""
-    return sum(m.packed_weight.numel() * m.packed_weight.element_size() for m in model.modules()
+    """Memory held by packed weight copies (the ``packed`` kernel's): each is its weight's size."""
+    return sum(m.weight.numel() * m.weight.element_size() for m in model.modules()
                if getattr(m, "packed_weight", None) is not None)
 
 

@@ -30,6 +30,7 @@ import torch
 from .attention import register as register_grouped_attention
 from .cache import growing_cache
 from .kernels import choose_linear_kernels
+from .norms import fuse_rms_norms
 from .errors import PlaygroundError
 
 PREFILL_CHUNK = 4096  # prompt tokens per prefill pass through sdpa: bounds the activations
@@ -314,6 +315,7 @@ def _from_pretrained(source: str | Path, name: str, device: torch.device, dtype:
             f"could not load model {name!r}: {reason[:300]} "
             "(is it a causal language model id or folder, and is the hub reachable?)") from None
     _float32_logits(model)
+    fuse_rms_norms(model)  # probed on the CPU, before the move
     if model.config.model_type in GROUPED_MODEL_TYPES:
         model.set_attn_implementation(register_grouped_attention())
     model.to(device)  # on ZeroGPU this is the documented start-up move: it is recorded, then done per call

@@ -1,7 +1,9 @@
 """Linear kernels chosen by measurement: every choice computes the same function and the same tokens."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,11 +28,11 @@ def kernels_restored(model):
 
 
 def test_rows_between_measured_counts_follow_the_next_measured_count():
-    measured = {1: "stock", 2: "onednn", 4: "weight_left", 8: "packed", 32: "stock"}
+    measured = {1: "stock", 2: "onednn", 4: "weight_left", 8: "packed", 16: "onednn", 32: "stock"}
     filled = kernels._fill_rows(measured)
     assert list(filled) == list(range(1, 33))
-    assert [filled[r] for r in (1, 2, 3, 4, 5, 8, 9, 32)] == [
-        "stock", "onednn", "weight_left", "weight_left", "packed", "packed", "stock", "stock"]
+    assert [filled[r] for r in (1, 2, 3, 4, 5, 8, 9, 16, 17, 32)] == [
+        "stock", "onednn", "weight_left", "weight_left", "packed", "packed", "onednn", "onednn", "stock", "stock"]
 
 
 @pytest.mark.parametrize("kernel", AVAILABLE)
@@ -55,8 +57,8 @@ def test_each_shape_and_row_count_gets_the_fastest_kernel_of_the_table(monkeypat
     table = {"8x16+b": {"1": slow_first, "2": slow_first,
                         "4": {"stock": 3.0, "onednn": 2.0, "weight_left": 1.0},
                         "8": {"stock": 3.0, "onednn": 1.0, "weight_left": 2.0},
-                        "32": slow_first},
-             "16x8": {r: slow_first for r in ("1", "2", "4", "8", "32")}}
+                        "16": slow_first, "32": slow_first},
+             "16x8": {str(r): slow_first for r in kernels.MEASURED_ROWS}}
     monkeypatch.setenv("PLAYGROUND_KERNELS", "auto")
     monkeypatch.setattr(kernels, "kernel_table", lambda *a: table)
     chosen = kernels.choose_linear_kernels(model, "toy")
@@ -69,8 +71,8 @@ def test_each_shape_and_row_count_gets_the_fastest_kernel_of_the_table(monkeypat
 
 
 @pytest.mark.skipif(not kernels.packed_available(), reason="no MKL packed sgemm in this torch build")
-@pytest.mark.parametrize("rows", [1, 3, 5, 8])
-def test_the_packed_kernel_is_the_linear_function_up_to_its_packed_row_count(rows):
+@pytest.mark.parametrize("rows", [1, 3, 5, 8, 9, 16, 17])
+def test_the_packed_kernel_is_the_linear_function_at_any_row_count(rows):
     torch.manual_seed(0)
     layer = torch.nn.Linear(64, 96)
     packed = kernels.pack_weight(layer.weight)
@@ -81,30 +83,84 @@ def test_the_packed_kernel_is_the_linear_function_up_to_its_packed_row_count(row
         assert torch.allclose(y, torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
 
 
+def _packed_fastest(layers, name, cache):
+    """A kernel table where packed is fastest at 1-16 rows for every shape, saving 1 ms a layer."""
+    return {kernels._shape_key(m): {str(r): {"stock": 2.0, "packed": 1.0} if r <= 16 else {"stock": 1.0}
+                                    for r in kernels.MEASURED_ROWS} for m in layers}
+
+
+def test_packed_copies_go_to_the_most_time_saved_per_byte_within_the_budget():
+    layers = [torch.nn.Linear(10, 10), torch.nn.Linear(10, 10), torch.nn.Linear(100, 10), torch.nn.Linear(10, 20)]
+    ms = {"small": {"stock": 2.0, "packed": 1.0},  # 10x10: 1 ms saved per layer, 2 layers, 800 bytes
+          "big": {"stock": 2.0, "packed": 1.5},  # 100x10: 0.5 ms, 4,000 bytes
+          "never": {"stock": 1.0, "packed": 3.0}}  # 10x20: packed is never faster
+    table = {"10x10+b": {"4": ms["small"], "32": {"stock": 1.0}},
+             "100x10+b": {"4": ms["big"], "8": {"stock": 3.0, "packed": 1.0}},  # its best row count: 2 ms
+             "10x20+b": {"4": ms["never"]}}
+    assert kernels.shapes_to_pack(table, layers, budget=10_000) == {"10x10+b", "100x10+b"}
+    # per byte: 10x10 saves 2 ms / 800 B, 100x10 2 ms / 4,000 B: the budget takes the first only
+    assert kernels.shapes_to_pack(table, layers, budget=3_999) == {"10x10+b"}
+    assert kernels.shapes_to_pack(table, layers, budget=799) == set()
+
+
+@pytest.mark.parametrize("value,budget", [("0", 0), ("1.5", 1_500_000), (" 200 ", 200_000_000)])
+def test_the_pack_budget_is_read_in_megabytes(monkeypatch, value, budget):
+    monkeypatch.setenv("PLAYGROUND_PACK_MB", value)
+    assert kernels.pack_budget_bytes() == budget
+
+
+@pytest.mark.parametrize("value", ["-1", "lots", "nan"])
+def test_a_bad_pack_budget_is_refused(monkeypatch, value):
+    monkeypatch.setenv("PLAYGROUND_PACK_MB", value)
+    with pytest.raises(ValueError, match="PLAYGROUND_PACK_MB must be a number of megabytes >= 0"):
+        kernels.pack_budget_bytes()
+
+
+def test_without_a_set_budget_packed_copies_may_take_an_eighth_of_the_memory(monkeypatch):
+    monkeypatch.delenv("PLAYGROUND_PACK_MB", raising=False)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        pytest.skip("this system does not report its memory")
+    assert kernels.pack_budget_bytes() == total // 8
+
+
 @pytest.mark.skipif(not kernels.packed_available(), reason="no MKL packed sgemm in this torch build")
-def test_only_the_output_layer_is_packed_and_its_copy_is_counted(monkeypatch, tiny_llama):
+@pytest.mark.parametrize("budget_mb,packed", [("0", False), ("1000", True)])
+def test_packed_layers_are_those_the_budget_allows_and_their_copies_are_counted(monkeypatch, tiny_llama,
+                                                                                budget_mb, packed):
     model = tiny_llama.model
-    seen = {}
-
-    def table(layers, name, cache, packable):
-        seen["packable"] = set(packable)
-        return {kernels._shape_key(m): {str(r): {"stock": 2.0, "packed": 1.0} if r <= 8 else {"stock": 1.0}
-                                        for r in kernels.MEASURED_ROWS} for m in layers}
-
     monkeypatch.setenv("PLAYGROUND_KERNELS", "auto")
-    monkeypatch.setattr(kernels, "kernel_table", table)
+    monkeypatch.setenv("PLAYGROUND_PACK_MB", budget_mb)
+    monkeypatch.setattr(kernels, "kernel_table", _packed_fastest)
     with kernels_restored(model):
         chosen = kernels.choose_linear_kernels(model, "toy")
-        head = model.get_output_embeddings()
-        assert seen["packable"] == {kernels._shape_key(head)}
-        assert chosen[kernels._shape_key(head)][5] == "packed" and chosen[kernels._shape_key(head)][9] == "stock"
-        assert kernels.packed_bytes(model) == head.packed_weight.numel() * 4 > 0
-        ids = torch.randint(3, 1000, (5, 1))
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        assert all((by_rows[5] == "packed") == packed and by_rows[16] == ("packed" if packed else "stock")
+                   and by_rows[17] == "stock" for by_rows in chosen.values())
+        assert kernels.packed_bytes(model) == (sum(m.weight.numel() * 4 for m in linears) if packed else 0)
+        ids = torch.randint(3, 1000, (9, 1))  # 9 rows: two packed calls, the second padded
         with torch.inference_mode():
-            packed_logits = model(ids).logits
-            head.kernel_by_rows = {}
+            logits = model(ids).logits
+            for m in linears:
+                m.kernel_by_rows = {}
             stock_logits = model(ids).logits
-        assert torch.allclose(packed_logits, stock_logits, atol=1e-4)
+        assert torch.allclose(logits, stock_logits, atol=1e-4)
+
+
+@pytest.mark.skipif(not kernels.packed_available() or not Path("/proc/self/status").is_file(),
+                    reason="needs MKL's packed sgemm and Linux's /proc")
+def test_a_packed_copy_takes_the_memory_of_its_weight_as_packed_bytes_counts_it():
+    def resident_bytes():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
+
+    weight = torch.randn(1536, 576)
+    before = resident_bytes()
+    copies = [kernels.pack_weight(weight) for _ in range(40)]  # 141 MB of weights
+    grown = (resident_bytes() - before) / len(copies)
+    assert len(copies) == 40
+    assert 0.8 < grown / (weight.numel() * 4) < 1.25
 
 
 def test_a_layer_moved_off_the_cpu_runs_the_stock_linear():
@@ -120,9 +176,18 @@ def test_the_timing_table_is_cached_per_machine_and_model(tmp_path, monkeypatch)
     monkeypatch.setenv("PLAYGROUND_KERNELS", "auto")
     first = kernels.kernel_table(layers, "toy", tmp_path)
     assert set(first) == {"8x16+b", "16x8"} and set(first["16x8"]) == {str(r) for r in kernels.MEASURED_ROWS}
-    assert set(first["16x8"]["4"]) == set(AVAILABLE) and all(ms > 0 for ms in first["16x8"]["4"].values())
+    timed = set(AVAILABLE) | ({"packed"} if kernels.packed_available() else set())
+    assert set(first["16x8"]["16"]) == timed and all(ms > 0 for ms in first["16x8"]["4"].values())
+    assert set(first["16x8"]["32"]) == set(AVAILABLE)  # packed: at most 16 rows (two packed calls)
     monkeypatch.setattr(kernels, "time_shape", lambda *a: pytest.fail("timed again despite the cache"))
     assert kernels.kernel_table(layers, "toy", tmp_path) == first
+
+
+def test_a_cached_table_without_every_row_count_is_measured_again(tmp_path, monkeypatch):
+    layers = [torch.nn.Linear(8, 16)]
+    path = kernels._cache_file(tmp_path, "toy")
+    path.write_text('{"8x16+b": {"1": {"stock": 1.0}}}')  # an older build's rows
+    assert set(kernels.kernel_table(layers, "toy", tmp_path)["8x16+b"]) == {str(r) for r in kernels.MEASURED_ROWS}
 
 
 def test_an_unknown_kernel_mode_is_refused(monkeypatch):
@@ -142,7 +207,16 @@ def test_every_kernel_choice_gives_the_same_logits_and_greedy_tokens(real_lm, mo
             with torch.inference_mode():
                 logits = real_lm.model(ids[:, -1:]).logits  # one position, 4 rows
             results[mode] = (logits, compare(real_lm, PROMPT, ["greedy"], max_new_tokens=32).columns[0].tokens)
-    assert len(results) == len(AVAILABLE) + 1
+        if kernels.packed_available():  # every layer packed, whatever this machine measures
+            monkeypatch.setenv("PLAYGROUND_KERNELS", "auto")
+            monkeypatch.setenv("PLAYGROUND_PACK_MB", "10000")
+            monkeypatch.setattr(kernels, "kernel_table", _packed_fastest)
+            kernels.choose_linear_kernels(real_lm.model, real_lm.name)
+            assert kernels.packed_bytes(real_lm.model) > 500e6
+            with torch.inference_mode():
+                logits = real_lm.model(ids[:, -1:]).logits
+            results["packed"] = (logits, compare(real_lm, PROMPT, ["greedy"], max_new_tokens=32).columns[0].tokens)
+    assert len(results) == len(AVAILABLE) + 1 + kernels.packed_available()
     for mode, (logits, tokens) in results.items():
         assert torch.allclose(logits, results["stock"][0], atol=1e-4), mode
         assert tokens == results["stock"][1], mode

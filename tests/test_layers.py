@@ -2,7 +2,7 @@
 
     pure functions   errors, telemetry, metrics, kuramoto, rotation, plots, prompts, tables, timing, inputs,
                      precision
-    models           attention, cache, kernels, models
+    models           attention, cache, kernels, norms, models
     samplers         samplers/*, calibration, columns   (a sampler knows only its StepView/Decision contract)
     engine           rows, engine
     front ends       facades, cli, bench, bench_quality, kuramoto_report, ui/*, the package itself
@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "playground"
 LAYERS = [
     ("pure functions", {"errors", "telemetry", "metrics", "kuramoto", "rotation", "plots", "prompts", "tables",
                         "timing", "inputs", "precision"}),
-    ("models", {"attention", "cache", "kernels", "models"}),
+    ("models", {"attention", "cache", "kernels", "norms", "models"}),
     ("samplers", {"samplers", "calibration", "columns"}),
     ("engine", {"rows", "engine"}),
     ("front ends", {"facades", "cli", "bench", "bench_quality", "kuramoto_report", "ui", "__init__", "__main__"}),
