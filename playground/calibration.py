@@ -120,7 +120,7 @@ def score_heads(lm: Any, ids: list[int], candidates: list[Head], window: int,
     scores: list[HeadScore] = []
     with torch.inference_mode():
         # eager, in chunks: a long text stays linear in memory
-        prefill = lm.prefill(torch.tensor(context, device=lm.device))
+        prefill, _ = lm.prefill(torch.tensor(context, device=lm.device))
         snapshot = [(layer.keys, layer.values) for layer in prefill.layers]  # never fed again; rows are copies
         head_dim = snapshot[0][1].shape[-1]
         noise = torch.randn((len(candidates), width, head_dim), generator=generator, dtype=torch.float64,

@@ -41,6 +41,7 @@ from .samplers import Decision, PlaygroundError, RunContext, Sampler, StepView, 
 from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, sampler_view, top_alternatives
 
 MAX_NEW_TOKENS = 1024
+WEIGHTED_PREFILL_TOKENS = 128  # a prompt up to this long goes in with its attention weights in one pass
 
 __all__ = ["MAX_COLUMNS", "MAX_NEW_TOKENS", "Column", "ColumnSpec", "Engine", "Parent", "Run", "RunOptions", "branch",
            "branch_point", "check_options", "describe_branch", "compare", "draw", "parse_columns"]
@@ -292,18 +293,29 @@ class Engine:
         """The prompt into the cache (room for ``max_new_tokens`` more); the last prompt token's logits
         and attention rows.
 
-        All prompt tokens but the last go in without attention weights, in chunks, through sdpa
-        where the model has it (``LoadedModel.prefill``): memory linear in the prompt (asking for
-        the prompt's attentions would keep layers x heads x L x L floats alive). The last token
-        is then fed like a decoding step, so its attention row is the only one asked for.
+        A run that wants no attention weights feeds the whole prompt through sdpa (``LoadedModel.prefill``:
+        chunks, memory linear in the prompt). One that does feeds a short prompt in one pass with
+        weights (they cost layers x heads x n^2 floats: 18 MB at ``WEIGHTED_PREFILL_TOKENS`` for the
+        default model); a longer one goes in without them but for its last token, which is then
+        fed like a decoding step, so its attention row is the only one asked for.
         """
-        self.rows = RowPlan(self.lm.prefill(self.prompt[:-1], fast=True, capacity=len(self.prompt) + max_new_tokens))
-        return self._forward([Row(col=-1, kind="main", source=0, token=int(self.prompt[-1]))])
+        capacity = len(self.prompt) + max_new_tokens
+        if not self.need_attn:
+            cache, logits = self.lm.prefill(self.prompt, fast=True, capacity=capacity)
+            self.rows = RowPlan(cache)
+            return logits.float(), None
+        first = 0 if len(self.prompt) <= WEIGHTED_PREFILL_TOKENS else len(self.prompt) - 1
+        self.rows = RowPlan(self.lm.prefill(self.prompt[:first], fast=True, capacity=capacity)[0])
+        return self._pass(self.prompt[first:].view(1, -1))
 
     # ---- one step -----------------------------------------------------------------------
     def _forward(self, rows: list[Row]):
-        tokens = torch.tensor([[r.token] for r in rows], dtype=torch.long, device=self.device)
-        out, self.rows.cache = self.lm.forward(tokens, self.rows.cache, output_attentions=self.need_attn)
+        return self._pass(torch.tensor([[r.token] for r in rows], dtype=torch.long, device=self.device))
+
+    def _pass(self, tokens: torch.Tensor):
+        """``tokens`` [rows, n] through the model onto the cache: the last position's logits and attention rows."""
+        out, self.rows.cache = self.lm.forward(tokens, self.rows.cache, output_attentions=self.need_attn,
+                                               logits_to_keep=1)
         attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if self.need_attn else None
         return out.logits[:, -1, :].float(), attn
 

@@ -128,20 +128,23 @@ class LoadedModel:
         finally:
             self.model.set_attn_implementation(weighted)
 
-    def prefill(self, ids: torch.Tensor, fast: bool = False, capacity: int | None = None) -> Any:
+    def prefill(self, ids: torch.Tensor, fast: bool = False,
+                capacity: int | None = None) -> tuple[Any, torch.Tensor | None]:
         """A fresh cache holding ``ids`` [n], fed without attention weights in chunks: memory linear in n.
+        Returns the cache and the logits [1, V] after the last of ``ids`` (None when there are none).
 
         ``fast``: through sdpa (``fast_attention``; the caller holds ``lock``). Attention that returns
         weights holds heads x chunk x n scores per layer, so it takes small chunks; sdpa holds none,
         so one pass is faster (17% at 3,000 tokens) and its chunks only bound the activations.
         ``capacity``: the positions the cache will reach (``cache.growing_cache``: appends in place).
         """
-        cache = growing_cache(self.model.config, capacity)
+        cache, logits = growing_cache(self.model.config, capacity), None
         with (self.fast_attention() if fast else nullcontext(False)) as sdpa:
             chunk = PREFILL_CHUNK if sdpa else EAGER_PREFILL_CHUNK
             for start in range(0, len(ids), chunk):
-                self.forward(ids[start:start + chunk].view(1, -1), cache, logits_to_keep=1)
-        return cache
+                out, _ = self.forward(ids[start:start + chunk].view(1, -1), cache, logits_to_keep=1)
+                logits = out.logits[:, -1, :]
+        return cache, logits
 
     def encode(self, prompt: str, chat: bool = False) -> list[int]:
         """Token ids of the prompt, wrapped in the chat template if asked."""

@@ -57,10 +57,12 @@ def test_bfloat16_runs_all_four_samplers_with_finite_telemetry(bf16_lm):
     assert isinstance(bf16_lm.model.get_output_embeddings(), Float32Head)  # a run's attention switches keep it
 
 
-def test_bfloat16_greedy_agrees_with_float32_until_a_near_tie(real_lm, bf16_lm, capsys):
-    """Measured: [5, 11, 16, 16, 16] of 16 tokens (stock transformers in bfloat16, whose head rounds the
-    logits: [16, 4, 4, 16, 16]). Where the two part, float32 itself nearly ties the two tokens: bfloat16's
-    8-bit mantissa in the residual stream moves logits by ~0.05, and flips a margin of 0.14 nats."""
+def test_bfloat16_greedy_agrees_with_float32_on_the_first_8_tokens_and_parts_only_at_a_near_tie(
+        real_lm, bf16_lm, capsys):
+    """Measured: [16, 11, 16, 16, 16] of 16 tokens (the previous build, whose prefill fed the last prompt
+    token apart: [5, 11, 16, 16, 16]; stock transformers in bfloat16, whose head rounds the logits:
+    [16, 4, 4, 16, 16]). Where the two part, float32 itself nearly ties the two tokens: bfloat16's
+    8-bit mantissa in the residual stream moves logits by ~0.05, enough to flip a margin of 0.14 nats."""
     agreed, margins = [], []
     for prompt in BENCHMARK_PROMPTS:
         full = compare(real_lm, prompt, ["greedy"], max_new_tokens=16).columns[0]
@@ -74,7 +76,7 @@ def test_bfloat16_greedy_agrees_with_float32_until_a_near_tie(real_lm, bf16_lm, 
     with capsys.disabled():
         print(f"\nbfloat16 greedy agrees with float32 on the first {agreed} of 16 tokens; "
               f"float32 margins where they part: {[round(m, 3) for m in margins]} nats")
-    assert sum(k >= 8 for k in agreed) >= 4, agreed
+    assert all(k >= 8 for k in agreed), agreed
     assert all(m < 0.25 for m in margins), margins
 
 

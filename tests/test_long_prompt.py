@@ -124,7 +124,7 @@ def test_a_run_that_fails_halfway_keeps_its_tokens(tiny_llama, monkeypatch):
 
     def failing(self, rows):
         calls.append(1)
-        if len(calls) > 3:  # the first decoding steps go through, then the model fails
+        if len(calls) > 3:  # three decoding steps go through (the prefill is no step), then the model fails
             raise RuntimeError("out of memory (simulated)")
         return forward(self, rows)
 
@@ -134,7 +134,7 @@ def test_a_run_that_fails_halfway_keeps_its_tokens(tiny_llama, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated"):
         for run in stream:
             seen.append(len(run.columns[0].tokens))
-    assert seen[-1] == 3 and run.columns[0].tokens  # what was decoded before the failure is still there
+    assert seen[-1] == 4 and run.columns[0].tokens  # the prefill's token and three more: still there
     assert tiny_llama.lock.acquire(timeout=1)  # and the model is free again
     tiny_llama.lock.release()
 
