@@ -17,7 +17,9 @@ count, so nothing is assumed. These compute the same y = x W^T + b from the same
                  layer at 4 rows), slower than stock at 1-2. The copy is as large as the layer's
                  weight (resident memory grows by 110.6 MB per 113.2 MB layer), so copies are
                  made only within a budget (``PLAYGROUND_PACK_MB``, default an eighth of the
-                 machine's memory), the layers that save the most time per byte first.
+                 machine's memory), the layers that save the most time per byte first, and each
+                 when its layer first runs the kernel (a pass of 3-16 rows: a multi-column
+                 step, a short prompt's prefill; one-column decoding alone never does).
 
 At load, each distinct weight shape is timed with each kernel at 1, 2, 4, 8, 16 and 32 rows,
 on a pool of copies larger than the CPU's last-level cache (a model's weights stream from
@@ -37,7 +39,6 @@ import os
 import platform
 import time
 from pathlib import Path
-from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -103,12 +104,16 @@ class MeasuredLinear(torch.nn.Linear):
     """An nn.Linear that runs another kernel for the row counts where that measured faster."""
 
     kernel_by_rows: dict[int, Callable] = {}  # rows -> kernel; absent: stock
-    packed_weight: torch.Tensor | None = None  # the packed kernel's copy of the weight, where it runs
+    packed_weight: torch.Tensor | None = None  # the packed kernel's copy of the weight, once made
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel = self.kernel_by_rows.get(x.numel() // x.shape[-1])
         if kernel is None or not x.is_cpu:  # the kernels were measured for the CPU; a moved model runs stock
             return F.linear(x, self.weight, self.bias)
+        if kernel is packed_linear:
+            if self.packed_weight is None:  # made on first use: a model only ever fed one row never pays for it
+                self.packed_weight = pack_weight(self.weight)
+            return packed_linear(x, self.weight, self.bias, self.packed_weight)
         return kernel(x, self.weight, self.bias)
 
 
@@ -201,11 +206,10 @@ def choose_linear_kernels(model: Any, model_name: str, cache: Path | None = None
     else:
         measured = {_shape_key(m): dict.fromkeys(MEASURED_ROWS, "stock" if mode == "auto" else mode) for m in layers}
     chosen = {shape: _fill_rows(by_rows) for shape, by_rows in measured.items()}
+    kernels = {**KERNELS, "packed": packed_linear}
     for layer in layers:
-        names = chosen[_shape_key(layer)]
-        layer.packed_weight = pack_weight(layer.weight) if "packed" in names.values() else None
-        kernels = {**KERNELS, "packed": partial(packed_linear, packed=layer.packed_weight)}
-        by_rows = {r: kernels[k] for r, k in names.items() if k != "stock"}
+        by_rows = {r: kernels[k] for r, k in chosen[_shape_key(layer)].items() if k != "stock"}
+        layer.packed_weight = None  # a packed layer makes its copy when it first runs the packed kernel
         # same parameters, same state dict: only forward changes; a layer that always runs stock
         # stays a plain nn.Linear (the per-call row check costs ~1.3 ms a step for the default model)
         layer.__class__ = MeasuredLinear if by_rows else torch.nn.Linear
@@ -257,7 +261,7 @@ def _fastest(ms: dict[str, float], may_pack: bool) -> str:
 
 
 def packed_bytes(model: Any) -> int:
-    """Memory held by packed weight copies (the ``packed`` kernel's): each is its weight's size."""
+    """Memory held by the packed weight copies made so far (the ``packed`` kernel's): each is its weight's size."""
     return sum(m.weight.numel() * m.weight.element_size() for m in model.modules()
                if getattr(m, "packed_weight", None) is not None)
 
