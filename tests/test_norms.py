@@ -55,7 +55,8 @@ def test_a_llamas_norms_run_in_one_call_and_its_logits_and_tokens_stay_the_same(
     assert fused_norms(twin) == 7 and torch.equal(twin.model.norm.weight, model.model.norm.weight)
 
 
-@pytest.mark.parametrize("layer", [OnePlusWeightRMSNorm(32), torch.nn.LayerNorm(32)], ids=["one-plus-weight", "layernorm"])
+@pytest.mark.parametrize("layer", [OnePlusWeightRMSNorm(32), torch.nn.LayerNorm(32)],
+                         ids=["one-plus-weight", "layernorm"])
 def test_a_norm_with_another_formula_keeps_its_own_forward(layer):
     x = torch.randn(4, 32) * 3
     expected = layer(x)
