@@ -330,3 +330,69 @@ def test_stop_stops_the_server_decoding(browser, server, real_lm):
     assert status(page) == ("stopped", step)  # the step count stopped growing
     assert page.locator("#pg-columns .pg-state", has_text="stopped").count() == 2
     page.close()
+
+
+def refused(page, selector: str, message: str, cells: list[list[str]]) -> None:
+    """Click a control whose action is refused: one toast names the problem, and the list keeps every cell."""
+    page.locator(selector).click()
+    toast = page.locator(".toast-body")
+    sync_api.expect(toast).to_have_count(1)
+    sync_api.expect(toast).to_contain_text(message)
+    assert error_badges(page) == 0  # the toast alone: the column list shows no "Error" box
+    assert table_cells(page) == cells
+    toast.locator(".toast-close").click()
+    sync_api.expect(toast).to_have_count(0)
+
+
+def test_a_refused_column_edit_is_said_once_and_the_list_stays_as_typed(browser, server):
+    page = open_page(browser, server.local_url)
+    edit_cell(page, 0, 3, "mine")
+    edit_cell(page, 1, 2, "temperature=0.7")
+    cells = table_cells(page)
+    assert cells[:2] == [["1", "greedy", "", "mine"], ["2", "temperature", "temperature=0.7", ""]]
+    set_number(page, "#pg-column-number input", 6)
+    refused(page, "#pg-duplicate", "choose a column number in 1..4, got 6", cells)
+    refused(page, "#pg-remove", "choose a column number in 1..4, got 6", cells)
+
+    page.locator("#pg-add-choice input").click()
+    page.get_by_role("option", name="temperature (defaults)", exact=True).click()
+    for _ in range(4):
+        press(page, "#pg-add")
+    cells = table_cells(page)
+    assert len(cells) == 8 and cells[:2] == [["1", "greedy", "", "mine"], ["2", "temperature", "temperature=0.7", ""]]
+    refused(page, "#pg-add", "at most 8 columns per run; remove one first", cells)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#pg-add").click()  # once more, for the picture: the toast over the full list
+    sync_api.expect(page.locator(".toast-body")).to_have_count(1)
+    page.screenshot(path=str(ARTIFACTS / "refused-add.png"), full_page=False)
+    page.locator(".toast-body .toast-close").click()
+    set_number(page, "#pg-column-number input", 2)
+    refused(page, "#pg-duplicate", "at most 8 columns per run; remove one first", cells)
+    sweep = page.locator("#pg-sweep-text textarea, #pg-sweep-text input").first
+    sweep.fill("warmth = 1, 2")
+    refused(page, "#pg-sweep", "unknown setting temperature.warmth", cells)
+    sweep.fill("top_p = 0.5, 1.5")
+    refused(page, "#pg-sweep", "temperature.top_p must be in (0, 1], got 1.5", cells)
+
+    edit_cell(page, 7, 1, "nope")  # a bad sampler: the share link is refused and keeps its box
+    cells = table_cells(page)
+    refused(page, "#pg-share-btn", "column 8: unknown sampler 'nope'", cells)
+    sync_api.expect(page.locator("#pg-share textarea, #pg-share input").first).to_have_value("")
+    page.close()
+
+
+def test_a_link_with_bad_parameters_warns_and_applies_the_rest(browser, server):
+    page = open_page(browser, server.local_url + "?prompt=Hi&seed=x&max_new_tokens=5000&samplers=greedy,bogus"
+                                                 "&branch=%7Bnot+json")
+    page.wait_for_function("() => " + ROW_COUNT + " === 1")
+    toasts = page.locator(".toast-body")
+    sync_api.expect(toasts).to_have_count(4)
+    said = " ".join(toasts.all_inner_texts())
+    for part in ("seed must be an integer", "max_new_tokens out of range: 5000", "unknown sampler(s) in the link: bogus",
+                 "the link's branch point was not restored"):
+        assert part in said
+    assert error_badges(page) == 0
+    assert table_cells(page) == [["1", "greedy", "", ""]]
+    assert page.locator("#pg-prompt textarea").input_value() == "Hi"
+    assert status(page) == ("idle", 0)
+    page.close()

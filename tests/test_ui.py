@@ -216,11 +216,14 @@ def test_stop_ends_the_decoding_loop(client, real_lm):
 
 
 def test_stop_reaches_only_its_own_session():
-    mine, theirs = ui._new_stop("session-a"), ui._new_stop("session-b")
+    mine, theirs = ui.SessionRuns("session-a"), ui.SessionRuns("session-b")
+    mine.join()
+    theirs.join()
     ui.request_stop(SimpleNamespace(session_hash="session-a"))
-    assert mine.is_set() and not theirs.is_set()
-    ui._drop_stop("session-a", mine)
-    ui._drop_stop("session-b", theirs)
+    assert mine.stopped() and not theirs.stopped()
+    mine.leave()
+    theirs.leave()
+    assert not mine.stopped() and mine.tickets() == []
 
 
 def test_every_event_has_an_explicit_api_name(server):

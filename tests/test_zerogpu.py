@@ -1,4 +1,4 @@
-"""ZeroGPU (issue 18) with a stand-in ``spaces`` (tests/zerogpu/spaces): the decoding functions are
+"""ZeroGPU with a stand-in ``spaces`` (tests/zerogpu/spaces): the decoding functions are
 wrapped with a duration sized per call, the model is asked onto cuda at start-up, each call runs in
 another process, and the Stop button (this process) still ends that process's decoding loop."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from playground import ui
 from playground.ui import backend
-from playground.ui.sessions import StopFlag
+from playground.ui.sessions import SessionRuns
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,14 +59,15 @@ def test_gpu_seconds_grow_with_the_work_within_the_limits():
     assert backend.gpu_seconds("not a number", 4) == backend.gpu_seconds(1024, 4)
 
 
-def test_a_stop_flag_set_in_another_process_is_seen_here():
-    flag = ui._new_stop("zerogpu-test-session")
-    assert not flag.is_set()
-    code = "from playground.ui.sessions import StopFlag; StopFlag('zerogpu-test-session').set()"
+def test_a_stop_sent_in_another_process_is_seen_here():
+    runs = SessionRuns("zerogpu-test-session")
+    runs.join()  # in this process: the run waits (the server's validator)
+    assert not runs.stopped()
+    code = "from playground.ui.sessions import SessionRuns; assert SessionRuns('zerogpu-test-session').request_stop()"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
-    assert flag.is_set() and not StopFlag("another-session").is_set()
-    ui._drop_stop("zerogpu-test-session", flag)
-    assert not flag.is_set()
+    assert runs.stopped() and not SessionRuns("another-session").stopped()
+    runs.leave()
+    assert not runs.stopped()
 
 
 def test_a_gpu_space_allows_the_bigger_models(monkeypatch):

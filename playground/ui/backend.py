@@ -17,7 +17,9 @@ from ..engine import MAX_NEW_TOKENS, Engine, RunOptions
 from ..inputs import check_prompt_text, max_prompt_tokens
 from ..models import DEFAULT_MODEL, HUB_DEFAULT_ID, load_model, loaded_model
 from ..samplers import SAMPLERS, PlaygroundError
-from .columns import _integer, table_specs
+from .columns import integer_value, table_specs
+from .render import STOPPED_BEFORE_START
+from .sessions import SessionRuns, session_of
 
 
 try:  # Hugging Face ZeroGPU: the decorator asks for a GPU per call; elsewhere nothing
@@ -112,12 +114,12 @@ def prompt_count_html(prompt: str, model: str, chat: bool) -> str:
 
 
 def _options_and_model(seed, max_new_tokens, chat, model):
-    options = RunOptions(seed=_integer(seed, "seed"), max_new_tokens=_integer(max_new_tokens, "max_new_tokens"),
-                         chat=bool(chat))
+    options = RunOptions(seed=integer_value(seed, "seed"), chat=bool(chat),
+                         max_new_tokens=integer_value(max_new_tokens, "max_new_tokens"))
     return options, load_model(check_model(model))
 
 
-def _prepare(prompt, model, chat, table, max_new_tokens, seed):
+def prepare_run(prompt, model, chat, table, max_new_tokens, seed):
     """The page's inputs -> the model, the columns and the run options (bad input: a PlaygroundError)."""
     specs = table_specs(table)
     options, lm = _options_and_model(seed, max_new_tokens, chat, model)
@@ -150,7 +152,8 @@ def _compare_seconds(args: dict[str, Any]) -> int:
 
 @gpu(_compare_seconds)
 def compare(prompt: str, samplers: str = "", seed: int = 0, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-            chat: bool = False, settings: str = "", model: str = DEFAULT_MODEL, columns: str = "") -> dict:
+            chat: bool = False, settings: str = "", model: str = DEFAULT_MODEL, columns: str = "",
+            request: gr.Request = None) -> dict:
     """Run columns side by side and return the CLI's JSON (`python -m playground compare --json`).
 
     Args:
@@ -162,8 +165,14 @@ def compare(prompt: str, samplers: str = "", seed: int = 0, max_new_tokens: int 
         settings: JSON {"sampler": {"setting": value}} for the samplers, e.g. {"temperature": {"top_k": 0}}.
         model: "default", or an id this deployment allows.
         columns: JSON list of {"sampler", "settings", "label"}: the columns in order (replaces samplers + settings).
+
+    The session's Stop ends it: a running one returns what it decoded (``"stopped": true``), a waiting one
+    is refused ("stopped before it started").
     """
+    runs = SessionRuns(session_of(request))
     try:
+        if runs.stopped():
+            raise PlaygroundError(f"{STOPPED_BEFORE_START}: a Stop from the same session came while it waited")
         if columns and columns.strip():
             if (samplers and samplers.strip()) or (settings and settings.strip()):
                 raise PlaygroundError("give either columns, or samplers and settings, not both")
@@ -171,6 +180,8 @@ def compare(prompt: str, samplers: str = "", seed: int = 0, max_new_tokens: int 
         else:
             specs = sampler_columns(samplers, settings)
         options, lm = _options_and_model(seed, max_new_tokens, chat, model)
-        return Engine(lm).run(prompt, specs, options).to_json()
+        return Engine(lm).run(prompt, specs, options, runs.stop).to_json()
     except PlaygroundError as exc:
         raise gr.Error(str(exc)) from None
+    finally:
+        runs.leave()

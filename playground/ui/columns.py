@@ -169,7 +169,7 @@ def reference_markdown() -> str:
     return "\n".join(lines)
 
 
-def _integer(value: Any, name: str) -> int:
+def integer_value(value: Any, name: str) -> int:
     try:
         number = float(value)
     except (TypeError, ValueError):

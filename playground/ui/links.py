@@ -18,7 +18,7 @@ from ..columns import ColumnSpec, columns_from_json
 from ..engine import MAX_NEW_TOKENS
 from ..models import DEFAULT_MODEL
 from ..samplers import SAMPLERS, PlaygroundError
-from .columns import SettingField, _integer
+from .columns import SettingField, integer_value
 
 LINK_VERSION = 2
 BRANCH_KEYS = ("column", "step", "token", "replaced", "continuation", "column_label", "token_text", "replaced_text",
@@ -40,7 +40,7 @@ def share_query(prompt: str, model: str, chat: bool, columns: list[ColumnSpec], 
     return urlencode(params)
 
 
-def _page_url(request: gr.Request | None) -> str:
+def page_url(request: gr.Request | None) -> str:
     """The page's address without its query: from the Referer (the page), else the Host header."""
     headers = dict(getattr(request, "headers", None) or {})
     referer = headers.get("referer")
@@ -56,7 +56,7 @@ def _typed(raw: str, f: SettingField) -> Any:
     if f.kind is bool:
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if f.kind is int:
-        return _integer(raw, f.key)
+        return integer_value(raw, f.key)
     if f.kind is float:
         return float(raw)
     return raw
@@ -120,7 +120,7 @@ def read_query(query: dict[str, str], fields: list[SettingField]) -> tuple[dict[
     for key, limit in (("seed", None), ("max_new_tokens", MAX_NEW_TOKENS)):
         if key in query:
             try:
-                value = _integer(query[key], key)
+                value = integer_value(query[key], key)
                 if value < (1 if limit else 0) or (limit and value > limit):
                     raise PlaygroundError(f"{key} out of range: {value}")
                 out[key] = value

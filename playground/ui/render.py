@@ -164,6 +164,9 @@ def run_failure(decoding: Any, exc: BaseException) -> str:
 
 IDLE_STATUS = '<div id="pg-status" class="pg-status" data-step="0" data-state="idle">idle</div>'
 LOADING_STATUS = '<div id="pg-status" class="pg-status" data-step="0" data-state="loading">loading…</div>'
+STOPPED_BEFORE_START = "stopped before it started"  # a Stop came while the run waited in the queue
+STOPPED_BEFORE_START_STATUS = (f'<div id="pg-status" class="pg-status pg-stopped" data-step="0" data-state="stopped">'
+                               f'{STOPPED_BEFORE_START}: nothing was decoded</div>')
 
 
 def significant(value: Any, digits: int = 3) -> Any:
@@ -174,7 +177,7 @@ def significant(value: Any, digits: int = 3) -> Any:
 
 
 def metrics_table(run: dict[str, Any]) -> pd.DataFrame:
-    """One row per column: the run-level metrics (ALGORITHMS.md section 7), to 3 significant digits."""
+    """One row per column: the run-level metrics, to 3 significant digits."""
     return pd.DataFrame([{"column": c["label"], "sampler": c["sampler"], "finish": c["finish_reason"],
                           **{k: significant(v) for k, v in c["metrics"].items()}} for c in run["columns"]])
 

@@ -1,10 +1,15 @@
-"""One Stop flag per browser session, and the decoding thread that Stop reaches.
+"""A session's decodings (waiting in the queue or running), its Stop, and the thread each decoding runs in.
 
-Stop sets the session's flag, which the engine checks between two steps. The flag is a file
-named after the session, because the decoding may run in another process: on ZeroGPU each
-decorated call runs in a forked worker, which a threading.Event set by the Stop handler (in
-the server process) would never reach. The decoding runs in its own thread (BackgroundRun),
-so it never waits for the page's updates.
+    a run joins the queue   -> ``SessionRuns.join`` (the event's validator: Gradio calls it at submission)
+    Stop                    -> sets the session's flag, only while one of its runs waits or runs
+    a run starts            -> flag already set: it ends at once, "stopped before it started"
+    the engine, every step  -> flag set: it ends the run after this step
+    a run ends              -> ``leave``; the session's last run clears the flag (a later Stop starts anew)
+
+Everything is a file named after the session, because the decoding may run in another process:
+on ZeroGPU each decorated call runs in a forked worker, which a threading.Event set by the Stop
+handler (in the server process) would never reach. The decoding runs in its own thread
+(BackgroundRun), so it never waits for the page's updates.
 """
 from __future__ import annotations
 
@@ -12,7 +17,10 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -23,11 +31,11 @@ STOP_DIR = Path(tempfile.gettempdir()) / f"sampler-playground-stops-{getattr(os,
 class StopFlag:
     """A stop request that every process of this machine can set and see (``is_set``: one stat per step)."""
 
-    def __init__(self, session: str):
-        self.path = STOP_DIR / hashlib.sha256(session.encode()).hexdigest()[:32]
+    def __init__(self, path: Path):
+        self.path = path
 
     def set(self) -> None:
-        STOP_DIR.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.touch()
 
     def is_set(self) -> bool:
@@ -37,24 +45,69 @@ class StopFlag:
         self.path.unlink(missing_ok=True)
 
 
-def _session(request: gr.Request | None) -> str:
+class SessionRuns:
+    """The decodings of one session (a browser tab, or one API client) that wait in the queue or run."""
+
+    def __init__(self, session: str):
+        name = hashlib.sha256(session.encode()).hexdigest()[:32]
+        self.folder = STOP_DIR / name  # one ticket file per waiting or running decoding
+        self.stop = StopFlag(STOP_DIR / f"{name}.stop")
+
+    def tickets(self) -> list[Path]:
+        """The session's waiting or running decodings, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(self.folder.iterdir(), key=lambda p: p.name)
+
+    def join(self) -> None:
+        """A decoding joins the queue (its name sorts by the time it joined)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}").touch()
+
+    def request_stop(self) -> bool:
+        """Stop every decoding the session has waiting or running; True if there was one to stop."""
+        if not self.tickets():
+            return False  # nothing to stop: the next run must not inherit this Stop
+        self.stop.set()
+        return True
+
+    def stopped(self) -> bool:
+        return self.stop.is_set()
+
+    def leave(self) -> None:
+        """A decoding ended (or never started); after the session's last one, a Stop no longer counts."""
+        tickets = self.tickets()
+        if tickets:
+            tickets[0].unlink(missing_ok=True)
+        if len(tickets) <= 1:
+            self.stop.clear()
+
+
+def session_of(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
-def _new_stop(session: str) -> StopFlag:
-    """The flag of a run that starts now: a Stop sent before it does not count."""
-    flag = StopFlag(session)
-    flag.clear()
-    return flag
-
-
-def _drop_stop(session: str, flag: StopFlag) -> None:
-    flag.clear()
+def join_queue(request: gr.Request, *inputs: Any) -> list[dict[str, Any]]:
+    """The validator of every decoding event: Gradio runs it when the event joins the queue, so a Stop
+    sent while the run waits there is counted. Every input is valid here (the run itself checks them)."""
+    SessionRuns(session_of(request)).join()
+    return [gr.validate(True, "")] * len(inputs)
 
 
 def request_stop(request: gr.Request) -> None:
-    """Stop this session's run: the engine finishes the current step and returns."""
-    StopFlag(_session(request)).set()
+    """Stop the runs of the request's session, waiting or running (a running one after its current step)."""
+    SessionRuns(session_of(request)).request_stop()
+
+
+class RunStop:
+    """What ends one decoding: its session's Stop, or its page going away mid-run (this decoding alone)."""
+
+    def __init__(self, session_stop: StopFlag):
+        self.session_stop = session_stop
+        self.abandoned = threading.Event()
+
+    def is_set(self) -> bool:
+        return self.abandoned.is_set() or self.session_stop.is_set()
 
 
 class BackgroundRun:
