@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any, Callable
 
@@ -17,12 +18,12 @@ from .columns import ColumnSpec, column_labels, preset, sweep
 from .engine import Engine, RunOptions
 from .kernels import MEASURED_ROWS, packed_bytes
 from .models import add_model_arguments, load_stock_model, model_from_arguments
-from .samplers import SAMPLERS
+from .samplers import SAMPLERS, PlaygroundError
 from .timing import interleaved, tokens_per_second
 
 BENCH_PROMPT = "The old lighthouse keeper climbed the stairs one last time, and"
 
-# name -> fn(engine, args) -> {key: value}; each sampler's issue adds its own ratio here
+# name -> fn(engine, args) -> {key: value}; a sampler's module adds its own ratio here
 SPEED_MEASURES: dict[str, Callable[[Engine, argparse.Namespace], dict[str, Any]]] = {}
 
 
@@ -279,6 +280,9 @@ def long_prompt(engine: Engine, args) -> dict[str, Any]:
             "long_prompt_peak_gb": None if peak is None else round(peak, 3)}
 
 
+QUICK_TOKENS, QUICK_REPEATS = 16, 1  # bench speed --quick
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .bench_quality import add_quality_arguments
 
@@ -288,6 +292,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats; the best of them is reported")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, help="comma-separated measure names (default: all)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a first look: --tokens {QUICK_TOKENS} --repeats {QUICK_REPEATS} (rougher ratios)")
     p.add_argument("--json", action="store_true")
     add_quality_arguments(p)  # bench quality's flags (bench_quality.py)
 
@@ -297,14 +303,25 @@ def run(args: argparse.Namespace) -> int:
         from .bench_quality import run_quality_cli
 
         return run_quality_cli(args)
-    engine = Engine(model_from_arguments(args))
-    # warm-up of every sampler, and any per-model calibration (Phase-Slip's heads), before a clock starts
-    engine.run(BENCH_PROMPT, list(SAMPLERS), RunOptions(max_new_tokens=4))
+    from tqdm import tqdm
+
+    if args.quick:
+        args.tokens, args.repeats = QUICK_TOKENS, QUICK_REPEATS
     names = args.only.split(",") if args.only else list(SPEED_MEASURES)
+    unknown = [n for n in names if n not in SPEED_MEASURES]
+    if unknown:
+        raise PlaygroundError(f"--only: unknown measure {', '.join(unknown)}; "
+                              f"the measures are {', '.join(SPEED_MEASURES)}")
+    print("bench speed: loading the model", file=sys.stderr)
+    engine = Engine(model_from_arguments(args))
+    print("bench speed: warm-up run of every sampler (and Phase-Slip's calibration)", file=sys.stderr)
+    engine.run(BENCH_PROMPT, list(SAMPLERS), RunOptions(max_new_tokens=4))  # before any clock starts
     result: dict[str, Any] = {"model": engine.lm.name, "device": str(engine.lm.device),
                               "dtype": str(engine.lm.dtype).removeprefix("torch."), "tokens": args.tokens,
                               "repeats": args.repeats, "threads": torch.get_num_threads()}
-    for name in names:
+    bar = tqdm(names, desc="bench speed", unit="measure", file=sys.stderr)
+    for name in bar:
+        bar.set_postfix_str(name)
         result.update(SPEED_MEASURES[name](engine, args))
     if args.json:
         print(json.dumps(result))

@@ -1,4 +1,4 @@
-"""Quality benchmark: ``python -m playground bench quality`` (ALGORITHMS.md sections 3 and 7).
+"""Quality benchmark: ``python -m playground bench quality`` (the published Phase-Slip protocol; docs/benchmarks.md).
 
     prompts x rounds -> one batched Engine.run per (prompt, round) with every configuration
     as a column -> one results.csv row per sample (written as it finishes)
@@ -46,7 +46,7 @@ from .tables import format_table
 from .timing import interleaved, tokens_per_second
 
 FORMAT_VERSION = 1
-STANDARD = "standard T=0.8"  # the reference of the speed ratio
+STANDARD = "standard T=0.8"  # the denominator of the speed ratio
 
 RESULT_COLUMNS = ("config", "sampler", "temperature", "prompt_index", "round", "seed", "finish_reason",
                   "n_tokens", "type_token_ratio", "rep_2", "mean_entropy", "mean_order_parameter",
@@ -460,7 +460,8 @@ def table_rows(configurations: list[dict[str, Any]]) -> tuple[list[str], list[li
             if any(r[f"{key}_mean"] == r[f"{key}_mean"] for r in configurations)]
     header = ["configuration", *[t for t, _ in keep], "tok/s", "speed vs standard"]
     cells = [[r["config"], *[f"{fmt(r[k + '_mean'])} ± {fmt(r[k + '_std'])}" for _, k in keep],
-              fmt(r["tok_s"]), fmt(r["speed_vs_standard"]) + ("x" if r["speed_vs_standard"] == r["speed_vs_standard"] else "")]
+              fmt(r["tok_s"]),
+              fmt(r["speed_vs_standard"]) + ("x" if r["speed_vs_standard"] == r["speed_vs_standard"] else "")]
              for r in configurations]
     return header, cells
 

@@ -1,4 +1,4 @@
-"""Run-level metrics: perplexity, diversity and speed (ALGORITHMS.md section 7).
+"""Run-level metrics: perplexity, diversity and speed (docs/reference.md#run-metrics).
 
 * perplexity        exp(-mean_t ln p(x_t | prompt, x_<t)) over the continuation, prompt masked
 * type_token_ratio  the public benchmark's diversity: unique/total words of prompt + text,

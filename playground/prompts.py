@@ -1,7 +1,7 @@
-"""The five benchmark prompts (ALGORITHMS.md section 3 names "5 diverse prompts" but not their text).
+"""The five benchmark prompts. The public Phase-Slip benchmark names "5 diverse prompts" but not their text.
 
-The public benchmark's list is not part of our reference, so these are ours: the two prompts the
-Phase-Slip seed quotes, its calibration prompt, and two of other registers (dialogue, exposition).
+So these are ours: the two prompts the public Phase-Slip description quotes, its calibration prompt,
+and two of other registers (dialogue, exposition).
 """
 BENCHMARK_PROMPTS: tuple[str, ...] = (
     "The ancient door creaked open",

@@ -126,7 +126,7 @@ def test_two_runs_give_identical_results(tiny_llama, tmp_path):
     assert len(a) == 3 * 2 * 2  # configurations (greedy, standard, min-p 0.1) x prompts x rounds
     assert sorted(set(a["seed"])) == [0, 1, 1000, 1001]  # prompt_index * 1000 + round
     sampled = a[a["config"] == "standard T=0.8"]
-    assert sampled["text"].nunique() > 1  # the seeds differ, so do the texts
+    assert sampled["text"].nunique() > 1  # the rounds' seeds differ, so do the texts
 
 
 def test_resume_after_interruption_gives_the_same_summary(tiny_llama, tmp_path):
