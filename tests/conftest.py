@@ -40,3 +40,12 @@ def tiny_llama(real_lm) -> LoadedModel:
 def tiny_gpt2(real_lm) -> LoadedModel:
     """A 4-layer random GPT-2 with the default model's tokenizer."""
     return _tiny("gpt2", real_lm.tokenizer)
+
+
+def pytest_report_header(config) -> str:
+    """Which instruction sets the run's kernels use (PLAYGROUND_TEST_CPU in scripts/test.sh limits them)."""
+    import os
+
+    limits = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+              if k in os.environ}
+    return f"cpu capability: {torch.backends.cpu.get_cpu_capability()}" + (f" (limited: {limits})" if limits else "")
