@@ -319,10 +319,14 @@ def run(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"model": engine.lm.name, "device": str(engine.lm.device),
                               "dtype": str(engine.lm.dtype).removeprefix("torch."), "tokens": args.tokens,
                               "repeats": args.repeats, "threads": torch.get_num_threads()}
+    seconds: dict[str, float] = {}
     bar = tqdm(names, desc="bench speed", unit="measure", file=sys.stderr)
     for name in bar:
         bar.set_postfix_str(name)
+        start = time.perf_counter()
         result.update(SPEED_MEASURES[name](engine, args))
+        seconds[name] = round(time.perf_counter() - start, 1)
+    result["measure_wall_s"] = seconds  # where a run's time goes, for choosing --only
     if args.json:
         print(json.dumps(result))
     else:

@@ -227,3 +227,29 @@ def test_the_protocol_has_the_new_samplers_at_equal_temperature():
     assert labels["min_p 0.1 T=0.8"] == ("temperature", {"top_k": 0, "top_p": 1.0, "min_p": 0.1}, 0.8)
     assert labels["mirostat tau=5"][0] == "mirostat" and labels["entropix"][0] == "entropix"
     assert len(bq.build_configs(None, None, [])) <= bq.MAX_COLUMNS  # still one batched run
+
+
+# ---- bench speed's command line ---------------------------------------------------------
+def test_bench_speed_refuses_an_unknown_measure_before_loading_a_model(capsys, monkeypatch):
+    from playground import bench
+
+    monkeypatch.setattr(bench, "model_from_arguments", lambda args: pytest.fail("a model was loaded"))
+    assert main(["bench", "speed", "--only", "order_parameter_overhead,warp_speed"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --only: unknown measure warp_speed;") and "order_parameter_overhead" in err
+
+
+def test_bench_speed_quick_runs_fewer_tokens_once_and_reports_each_measure(tiny_llama, capsys, monkeypatch):
+    import json
+
+    from playground import bench
+
+    monkeypatch.setattr(bench, "model_from_arguments", lambda args: tiny_llama)
+    # the warm-up's samplers that a 4-layer model can run (Phase-Slip searches 6 layers)
+    monkeypatch.setattr(bench, "SAMPLERS", {name: SAMPLERS[name] for name in ("greedy", "temperature")})
+    assert main(["bench", "speed", "--quick", "--only", "order_parameter_overhead", "--json"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert (result["tokens"], result["repeats"]) == (bench.QUICK_TOKENS, bench.QUICK_REPEATS)
+    assert list(result["measure_wall_s"]) == ["order_parameter_overhead"] and result["order_parameter_overhead"] > 0
+    assert "bench speed" in err and "1/1" in err and "order_parameter_overhead" in err  # the progress line
