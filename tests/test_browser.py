@@ -348,6 +348,7 @@ def test_a_refused_column_edit_is_said_once_and_the_list_stays_as_typed(browser,
     page = open_page(browser, server.local_url)
     edit_cell(page, 0, 3, "mine")
     edit_cell(page, 1, 2, "temperature=0.7")
+    page.locator("#pg-header").click()  # leave the cell (a selected cell shows its menu button)
     cells = table_cells(page)
     assert cells[:2] == [["1", "greedy", "", "mine"], ["2", "temperature", "temperature=0.7", ""]]
     set_number(page, "#pg-column-number input", 6)
@@ -375,6 +376,7 @@ def test_a_refused_column_edit_is_said_once_and_the_list_stays_as_typed(browser,
     refused(page, "#pg-sweep", "temperature.top_p must be in (0, 1], got 1.5", cells)
 
     edit_cell(page, 7, 1, "nope")  # a bad sampler: the share link is refused and keeps its box
+    page.locator("#pg-header").click()
     cells = table_cells(page)
     refused(page, "#pg-share-btn", "column 8: unknown sampler 'nope'", cells)
     sync_api.expect(page.locator("#pg-share textarea, #pg-share input").first).to_have_value("")
@@ -386,8 +388,8 @@ def test_a_link_with_bad_parameters_warns_and_applies_the_rest(browser, server):
                                                  "&branch=%7Bnot+json")
     page.wait_for_function("() => " + ROW_COUNT + " === 1")
     toasts = page.locator(".toast-body")
-    sync_api.expect(toasts).to_have_count(4)
-    said = " ".join(toasts.all_inner_texts())
+    sync_api.expect(toasts).to_have_count(1)  # one toast names every parameter it could not apply
+    said = toasts.inner_text()
     for part in ("seed must be an integer", "max_new_tokens out of range: 5000", "unknown sampler(s) in the link: bogus",
                  "the link's branch point was not restored"):
         assert part in said

@@ -234,17 +234,17 @@ def roll_seed() -> int:
 
 
 def load_settings(request: gr.Request) -> SettingsView:
-    """A share link's settings onto the page; each bad parameter is one warning toast, the rest applies."""
+    """A share link's settings onto the page; what it could not restore is one warning toast, the rest applies."""
     query = dict(getattr(request, "query_params", None) or {})
     found, problems = read_query(query, setting_fields())
-    for problem in problems:
-        gr.Warning(problem)
     if "model" in found:
         try:
             check_model(found["model"])
         except PlaygroundError as exc:
-            gr.Warning(str(exc))
+            problems.append(str(exc))
             del found["model"]
+    if problems:
+        gr.Warning("this link's settings were restored except: " + "; ".join(problems))
     view = SettingsView(status=IDLE_STATUS)
     for key, name in (("prompt", "prompt"), ("chat", "chat"), ("max_new_tokens", "max_tokens"), ("seed", "seed")):
         if key in found:

@@ -92,7 +92,10 @@ def build_app() -> gr.Blocks:
         page = lay_out()
         decoding = {"concurrency_id": "decode", "concurrency_limit": concurrency(), "validator": join_queue,
                     "show_progress": "hidden"}  # the status line says it all; no badge on every output
-        quiet = {"queue": False, "show_progress": "hidden"}  # a refusal is its toast; outputs keep what they show
+        quiet = {"queue": False, "show_progress": "hidden"}  # instant, and no progress over the outputs
+        # a refusal is one toast and its outputs keep what they show: Gradio shows the error of a queued
+        # event with hidden progress as a toast alone (an unqueued one shows none, a shown progress an "Error" box)
+        refusable = {"show_progress": "hidden"}
         page.run_btn.click(shows(handlers.stream), page.run_inputs, outputs(page, RunView), api_name="run", **decoding)
         page.branch_bridge.submit(
             shows(handlers.start_branch), [page.branch_bridge, page.last_run, page.model, page.chat, page.table,
@@ -103,21 +106,22 @@ def build_app() -> gr.Blocks:
         page.prompt.change(shows(handlers.leave_branch), [page.prompt, page.branch_state], outputs(page, TrailView),
                            api_name="leave_branch", **quiet)
         page.dice.click(handlers.roll_seed, None, page.seed, api_name="roll_seed", **quiet)
-        page.share_btn.click(handlers.share_link, page.run_inputs, page.share, api_name="share_link", **quiet)
+        page.share_btn.click(handlers.share_link, page.run_inputs, page.share, api_name="share_link", **refusable)
         page.add_btn.click(handlers.add_column, [page.table, page.add_choice], page.table, api_name="add_column",
-                           **quiet)
+                           **refusable)
         page.dup_btn.click(handlers.duplicate_column, [page.table, page.number], page.table,
-                           api_name="duplicate_column", **quiet)
+                           api_name="duplicate_column", **refusable)
         page.remove_btn.click(handlers.remove_column, [page.table, page.number], page.table,
-                              api_name="remove_column", **quiet)
+                              api_name="remove_column", **refusable)
         page.sweep_btn.click(handlers.sweep_column, [page.table, page.number, page.sweep_text], page.table,
-                             api_name="sweep_column", **quiet)
+                             api_name="sweep_column", **refusable)
         gr.on([page.prompt.change, page.model.change, page.chat.change], prompt_count_html,
               inputs=[page.prompt, page.model, page.chat], outputs=page.prompt_count, api_name="count_tokens",
               trigger_mode="always_last", **quiet)  # the tokenizer only: cheap enough to follow the typing
         page.heat_column.input(handlers.show_heatmap, [page.heat_column, page.last_run], page.heatmap,
                                api_name="heatmap", show_progress="hidden")
-        demo.load(shows(handlers.load_settings), None, outputs(page, SettingsView), api_name="load_settings", **quiet)
+        demo.load(shows(handlers.load_settings), None, outputs(page, SettingsView), api_name="load_settings",
+                  **refusable)  # queued: its warnings about a bad link are toasts
         api = gr.api(compare, api_name="compare", concurrency_id="decode", concurrency_limit=concurrency())
         demo.fns[api["id"]].validator = join_queue  # gr.api takes no validator: a Stop must reach it while it waits
     return demo
