@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from typing import Any, Sequence
 
 import torch
@@ -39,8 +40,13 @@ def mann_whitney_auc(positives: Sequence[float], negatives: Sequence[float]) -> 
     return float((x > y).double().mean() + 0.5 * (x == y).double().mean())
 
 
-def report(lm, prompts: Sequence[str], tokens: int, seed: int = 0, probe_layer: int | None = None) -> dict[str, Any]:
-    """Generate both modes per prompt in one batched run; mean R per prompt and mode, and the AUCs."""
+def report(lm, prompts: Sequence[str], tokens: int, seed: int = 0, probe_layer: int | None = None,
+           progress: bool = False) -> dict[str, Any]:
+    """Generate both modes per prompt in one batched run; mean R per prompt and mode, and the AUCs.
+
+    ``progress``: a bar on stderr counting the prompts (a run of 120 tokens takes tens of seconds)."""
+    from tqdm import tqdm
+
     from .engine import ColumnSpec, Engine, RunOptions
 
     engine = Engine(lm)
@@ -48,7 +54,7 @@ def report(lm, prompts: Sequence[str], tokens: int, seed: int = 0, probe_layer: 
     rows: list[dict[str, Any]] = []
     per_token: dict[str, list[float]] = {label: [] for label in MODES}
     probe = None
-    for prompt in prompts:
+    for prompt in tqdm(prompts, desc="kuramoto-report", unit="prompt", file=sys.stderr, disable=not progress):
         run = engine.run(prompt, specs, RunOptions(seed=seed, max_new_tokens=tokens, probe_layer=probe_layer))
         probe = run.options.probe_layer
         row: dict[str, Any] = {"prompt": prompt}
@@ -78,7 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = report(model_from_arguments(args), REPORT_PROMPTS, args.tokens, args.seed, args.probe_layer)
+    result = report(model_from_arguments(args), REPORT_PROMPTS, args.tokens, args.seed, args.probe_layer,
+                    progress=True)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0
