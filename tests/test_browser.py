@@ -398,3 +398,37 @@ def test_a_link_with_bad_parameters_warns_and_applies_the_rest(browser, server):
     assert page.locator("#pg-prompt textarea").input_value() == "Hi"
     assert status(page) == ("idle", 0)
     page.close()
+
+
+def test_a_stop_while_the_run_waits_in_the_queue_ends_it_and_keeps_the_last_run(browser, server):
+    from gradio_client import Client
+
+    page = open_page(browser, server.local_url + "?prompt=The+lighthouse&samplers=greedy&max_new_tokens=4")
+    page.wait_for_function("() => document.querySelector('#pg-prompt textarea').value === 'The lighthouse'")
+    page.locator("#pg-run").click()
+    page.wait_for_selector("#pg-status[data-state='done']", timeout=RUN_TIMEOUT_MS)
+    cards = page.locator("#pg-columns .pg-columns").inner_html()
+    visitors = [Client(server.local_url, verbose=False) for _ in range(2)]  # they hold both decoding slots
+    table = {"headers": ui.HEADERS, "data": [["1", "greedy", "", ""]]}
+    busy = [v.submit("Tell me a long story", "default", False, table, 1024, 0, api_name="/run") for v in visitors]
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
+        while not any(job.outputs() for job in busy):  # one streams, the other waits for the model
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        page.locator("#pg-run").click()
+        time.sleep(2)  # the run has joined the queue
+        page.locator("#pg-stop").click()
+    finally:
+        for visitor in visitors:
+            visitor.predict(api_name="/stop")
+    page.wait_for_selector("#pg-status[data-state='stopped']", timeout=RUN_TIMEOUT_MS)
+    sync_api.expect(page.locator("#pg-status")).to_contain_text("stopped before it started")
+    assert status(page) == ("stopped", 0)
+    assert page.locator("#pg-columns .pg-columns").inner_html() == cards  # the last run's columns stay
+    assert error_badges(page) == 0
+    for job in busy:
+        assert 'data-state="stopped"' in str(job.result(timeout=RUN_TIMEOUT_MS / 1000)[1])
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "stopped-before-start.png"), full_page=False)
+    page.close()
