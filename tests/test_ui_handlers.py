@@ -162,3 +162,21 @@ def test_a_stop_counts_only_while_a_run_waits_or_runs():
     assert runs.request_stop() and not other.stopped()  # a Stop reaches its own session only
     runs.leave()
     other.leave()
+
+
+def test_a_branch_is_refused_before_any_run_and_stopped_while_it_waits(monkeypatch):
+    rows = table_rows([ColumnSpec("greedy")])
+    shown = handlers.start_branch(request(), '{"column": 0, "step": 0, "token": 5}', None, "default", False, rows,
+                                  "", "", None, [])
+    first = next(shown)
+    assert isinstance(first, views.BranchView) and "run something first" in first.status
+    assert first.history == SKIP and first.columns == SKIP  # Back's history and the shown run stay
+    with pytest.raises(gr.Error, match="run something first"):
+        next(shown)
+    monkeypatch.setattr(handlers, "BackgroundRun", None)  # decoding would fail loudly
+    req = request()
+    runs = SessionRuns(req.session_hash)
+    runs.join()
+    runs.request_stop()
+    views_shown = list(handlers.start_branch(req, "{}", {"model": "x"}, "default", False, rows, "", "", None, []))
+    assert [v.status for v in views_shown] == [STOPPED_BEFORE_START_STATUS] and not runs.stopped()
