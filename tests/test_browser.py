@@ -390,8 +390,8 @@ def test_a_link_with_bad_parameters_warns_and_applies_the_rest(browser, server):
     toasts = page.locator(".toast-body")
     sync_api.expect(toasts).to_have_count(1)  # one toast names every parameter it could not apply
     said = toasts.inner_text()
-    for part in ("seed must be an integer", "max_new_tokens out of range: 5000", "unknown sampler(s) in the link: bogus",
-                 "the link's branch point was not restored"):
+    for part in ("seed must be an integer", "max_new_tokens out of range: 5000",
+                 "unknown sampler(s) in the link: bogus", "the link's branch point was not restored"):
         assert part in said
     assert error_badges(page) == 0
     assert table_cells(page) == [["1", "greedy", "", ""]]

@@ -15,9 +15,9 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from .. import plots
-from ..columns import MAX_COLUMNS
-from ..engine import Engine, Parent, branch_point, describe_branch
-from ..models import DEFAULT_MODEL, load_model
+from ..columns import MAX_COLUMNS, ColumnSpec
+from ..engine import Engine, Parent, RunOptions, branch_point, describe_branch
+from ..models import DEFAULT_MODEL, LoadedModel, load_model
 from ..samplers import PlaygroundError
 from . import columns as column_list
 from .backend import allowed_models, check_model, gpu, gpu_seconds, prepare_run
@@ -25,7 +25,7 @@ from .columns import setting_fields, table_rows, table_specs
 from .links import page_url, read_query, share_query
 from .render import (IDLE_STATUS, STOPPED_BEFORE_START_STATUS, columns_html, error_status, export_files, metrics_table,
                      run_failure, run_status)
-from .sessions import BackgroundRun, RunStop, SessionRuns, session_of
+from .sessions import BackgroundRun, RunStop, SessionRuns, StopFlag, session_of
 from .views import BranchView, RunView, SettingsView, TrailView
 
 UPDATE_INTERVAL_S = 0.25  # streamed page updates at most this often (keeps the UI cost small)
@@ -58,8 +58,9 @@ def refuse(message: str, view: type = RunView) -> Iterator[Any]:
     raise gr.Error(message)
 
 
-def decode(request: gr.Request | None, session_stop: Any, lm, prompt_v: str, specs, options, parent,
-           link_values: tuple, view: type = RunView) -> Iterator[Any]:
+def decode(request: gr.Request | None, session_stop: StopFlag, lm: LoadedModel, prompt_v: str,
+           specs: list[ColumnSpec], options: RunOptions, parent: Parent | None, link_values: tuple,
+           view: type = RunView) -> Iterator[Any]:
     """Stream one run into the page; a failure is said once (toast and status), the last run stays."""
     stop = RunStop(session_stop)
     decoding = None
