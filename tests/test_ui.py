@@ -129,18 +129,16 @@ def test_a_refused_run_says_so_once_in_the_status_line(client):
     assert 'data-state="error"' in status and "the prompt is empty" in status
 
 
-def test_a_run_that_fails_halfway_keeps_its_tokens_and_says_what_happened(client, monkeypatch):
-    from playground.engine import Engine
+def test_a_run_that_fails_halfway_keeps_its_tokens_and_says_what_happened(client, monkeypatch, real_lm):
+    forward, calls = type(real_lm).forward, []
 
-    forward, calls = Engine._forward, []
-
-    def failing(self, rows):
+    def failing(self, *args, **kwargs):  # the model's forward pass, failing from its fifth call on
         calls.append(1)
         if len(calls) > 4:
             raise RuntimeError("the model broke (simulated)")
-        return forward(self, rows)
+        return forward(self, *args, **kwargs)
 
-    monkeypatch.setattr(Engine, "_forward", failing)
+    monkeypatch.setattr(type(real_lm), "forward", failing)
     job = client.submit("Once upon a time", "default", False, table("greedy"), 40, 0, api_name="/run")
     with pytest.raises(AppError, match=r"the run failed after step \d+ \(RuntimeError: the model broke"):
         job.result(timeout=TIMEOUT_S)
