@@ -135,6 +135,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]]:
     """The subcommands: name -> (one-line description, add its arguments, run it)."""
     from . import bench, kuramoto_report
+    from .phasegpt import commands as phasegpt
 
     def first_line(doc: str | None) -> str:
         return (doc or "").strip().splitlines()[0].rstrip(".")
@@ -146,6 +147,7 @@ def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]
         "bench": ("Benchmarks: speed ratios measured in one run, or the quality table", bench.add_arguments, bench.run),
         "kuramoto-report": ("Does the per-token Kuramoto R separate greedy from T = 1 text? (AUC per prompt)",
                             kuramoto_report.add_arguments, kuramoto_report.run),
+        "phasegpt": (phasegpt.DESCRIPTION, phasegpt.add_arguments, phasegpt.run),
     }
 
 

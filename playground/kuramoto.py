@@ -1,7 +1,8 @@
-"""Kuramoto oscillators: order parameter, attractive mean-field coupling, causal sequence form,
-anti-over-synchronisation controls, and the per-token read-out from a model's attention.
+"""Kuramoto oscillators: order parameter, attractive mean-field coupling, the sequence forms (causal
+prefix mean field, its step-by-step running sums, and the whole-sequence form), anti-over-synchronisation
+controls, and the per-token read-out from a model's attention.
 
-Model (ALGORITHMS.md section 5):  d theta_i/dt = omega_i + (K/N) sum_j sin(theta_j - theta_i).
+Model:  d theta_i/dt = omega_i + (K/N) sum_j sin(theta_j - theta_i).
 Order parameter:  R e^{i psi} = sum_j w_j e^{i theta_j} / sum_j w_j   (w = 1: the plain mean).
 R = 1 when all phases agree, ~1/sqrt(N) for random phases, 0 for phases spread evenly.
 Mean-field identity:  (1/N) sum_j sin(theta_j - theta_i) = R sin(psi - theta_i) = Im(z e^{-i theta_i}),
@@ -9,6 +10,7 @@ with z = R e^{i psi}; so one coupling step costs O(N), and K > 0 pulls every pha
 
 PhaseGPT's public layer had the sign reversed (sin(theta_i - theta_j): repulsive for K > 0) and
 coupled every position with every other (no causal mask, O(L^2 N)); ``causal_kuramoto`` fixes both.
+``sequence_kuramoto(causal=False)`` with coupling -K is the published layer's dynamics in O(L N).
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from .errors import require
+
+Coupling = float | torch.Tensor  # K, or per-group strengths that broadcast against the phases
 
 REGULARISER_MODES = ("ceiling", "centre", "band")
 
@@ -70,27 +74,104 @@ def causal_mean_field(phases: torch.Tensor, share_oscillators: bool = True) -> t
     otherwise:          z_t,j = (1 / (t+1))     sum_{s<=t}       e^{i theta_sj}   -> [..., L, N]
     Returned as (Re z, Im z). A cumulative sum over L: O(L N) memory, never an L x L matrix.
     """
-    cos, sin = torch.cos(phases), torch.sin(phases)
+    return _field(torch.cos(phases), torch.sin(phases), True, share_oscillators)
+
+
+def sequence_mean_field(phases: torch.Tensor, causal: bool = True,
+                        share_oscillators: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The field each position of phases [..., L, N] is coupled to, as (Re z, Im z):
+
+    causal:      the prefix mean over positions s <= t (``causal_mean_field``);
+    not causal:  the mean over all L positions, the later ones included, the same for every t.
+    """
+    return _field(torch.cos(phases), torch.sin(phases), causal, share_oscillators)
+
+
+def _field(cos: torch.Tensor, sin: torch.Tensor, causal: bool,
+           share_oscillators: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sequence_mean_field`` from the phases' cosines and sines [..., L, N]."""
     if share_oscillators:
         cos, sin = cos.mean(-1, keepdim=True), sin.mean(-1, keepdim=True)
-    count = torch.arange(1, phases.shape[-2] + 1, dtype=phases.dtype, device=phases.device).unsqueeze(-1)
-    return cos.cumsum(-2) / count, sin.cumsum(-2) / count
+    if causal:
+        count = torch.arange(1, cos.shape[-2] + 1, dtype=cos.dtype, device=cos.device).unsqueeze(-1)
+        return cos.cumsum(-2) / count, sin.cumsum(-2) / count
+    c, s = cos.mean(-2, keepdim=True), sin.mean(-2, keepdim=True)
+    return c.expand(cos.shape), s.expand(sin.shape)
 
 
-def causal_kuramoto(phases: torch.Tensor, omega: torch.Tensor, coupling: float, dt: float, steps: int,
-                    share_oscillators: bool = True, noise_sigma: float = 0.0,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """Kuramoto over a sequence, phases [..., L, N]; position t couples only to positions <= t:
+def sequence_kuramoto(phases: torch.Tensor, omega: torch.Tensor, coupling: Coupling, dt: float, steps: int,
+                      causal: bool = True, share_oscillators: bool = True, noise_sigma: float = 0.0,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Kuramoto over a sequence, phases [..., L, N]:
 
-    theta_ti <- theta_ti + dt (omega_i + K Im(z_t e^{-i theta_ti})),  z_t from ``causal_mean_field``,
-    repeated ``steps`` times (with optional phase noise as in ``integrate``). Position t's result
-    depends on the initial phases of positions <= t alone.
+    theta_ti <- theta_ti + dt (omega_i + K Im(z_t e^{-i theta_ti})),  z_t from ``sequence_mean_field``,
+    repeated ``steps`` times (with optional phase noise as in ``integrate``). Causal: position t's result
+    depends on the initial phases of positions <= t alone. Not causal with coupling -K: the pairwise form
+    theta_ti <- theta_ti + dt (omega_i + (K/L) sum_s sin(theta_ti - theta_si)) over all L positions.
     """
     def step(p: torch.Tensor) -> torch.Tensor:
-        c, s = causal_mean_field(p, share_oscillators)
-        return p + dt * (omega + coupling * mean_field_drive(p, c, s))
+        cos, sin = torch.cos(p), torch.sin(p)  # once per step: the field and the drive share them
+        c, s = _field(cos, sin, causal, share_oscillators)
+        return p + dt * (omega + coupling * (s * cos - c * sin))
 
     return _evolve(phases, step, dt, steps, noise_sigma, generator)
+
+
+def causal_kuramoto(phases: torch.Tensor, omega: torch.Tensor, coupling: Coupling, dt: float, steps: int,
+                    share_oscillators: bool = True, noise_sigma: float = 0.0,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """``sequence_kuramoto`` with the causal prefix mean field: position t couples only to positions <= t."""
+    return sequence_kuramoto(phases, omega, coupling, dt, steps, True, share_oscillators, noise_sigma, generator)
+
+
+@dataclass
+class RunningMeanField:
+    """For each integration level k = 0..steps: sum over the positions seen so far of e^{i theta^(k)}.
+
+    Enough to integrate one more position of ``causal_kuramoto`` in O(steps N), whatever the length.
+    """
+
+    cos: torch.Tensor  # [steps + 1, ..., N or 1]
+    sin: torch.Tensor
+    count: int = 0
+
+    @classmethod
+    def empty(cls, steps: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+              device: torch.device | str = "cpu") -> RunningMeanField:
+        """No position seen yet; ``shape`` is one position's phases [..., N] (or [..., 1] when shared)."""
+        zeros = torch.zeros((steps + 1, *shape), dtype=dtype, device=device)
+        return cls(zeros, zeros.clone(), 0)
+
+    def field(self, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Re z, Im z) at ``level`` over the positions seen so far."""
+        return self.cos[level] / self.count, self.sin[level] / self.count
+
+
+def causal_kuramoto_next(phases: torch.Tensor, omega: torch.Tensor, coupling: Coupling, dt: float, steps: int,
+                         running: RunningMeanField,
+                         share_oscillators: bool = True) -> tuple[torch.Tensor, RunningMeanField]:
+    """One new position's phases [..., N] through ``causal_kuramoto``, given the earlier positions' sums.
+
+    At level k the new position adds e^{i theta^(k)} to the running sum, then steps with the prefix mean
+    field; returns its final phases and the sums with it included (the input ``running`` is not changed).
+    """
+    _check_dynamics(dt, steps, 0.0)
+    cos_sums, sin_sums, count = running.cos.clone(), running.sin.clone(), running.count + 1
+    for level in range(steps + 1):
+        cos, sin = torch.cos(phases), torch.sin(phases)
+        if share_oscillators:
+            cos, sin = cos.mean(-1, keepdim=True), sin.mean(-1, keepdim=True)
+        cos_sums[level] += cos
+        sin_sums[level] += sin
+        if level < steps:
+            c, s = cos_sums[level] / count, sin_sums[level] / count
+            phases = phases + dt * (omega + coupling * mean_field_drive(phases, c, s))
+    return phases, RunningMeanField(cos_sums, sin_sums, count)
+
+
+def wrap_phases(phases: torch.Tensor) -> torch.Tensor:
+    """Phases folded into [-pi, pi)."""
+    return torch.remainder(phases + math.pi, 2.0 * math.pi) - math.pi
 
 
 def _evolve(phases: torch.Tensor, step: Callable[[torch.Tensor], torch.Tensor], dt: float, steps: int,
@@ -143,23 +224,30 @@ def coherence_regulariser(R: torch.Tensor, target: float = 0.45, mode: str = "ba
 
 @dataclass
 class CouplingSettings:
-    """A phase-coupled layer's oscillator settings; defaults are PhaseGPT's winning configuration."""
+    """A phase-coupled layer's oscillators: PhaseGPT's winning N, K, dt and steps; controls off by default.
+
+    The controls as PhaseGPT proposed them: noise_sigma 0.03, frequency_jitter 0.02, and the coherence
+    regulariser (weight > 0) on R with target 0.45 in one of ``REGULARISER_MODES``.
+    """
 
     n_oscillators: int = 32
     coupling: float = 1.0  # K; K = 2 collapsed in PhaseGPT's training
     dt: float = 0.1
     steps: int = 10
-    noise_sigma: float = 0.03
-    frequency_jitter: float = 0.02
+    noise_sigma: float = 0.0
+    frequency_jitter: float = 0.0
+    regulariser_weight: float = 0.0
     target_R: float = 0.45
-    regulariser_mode: str = "band"
+    regulariser_mode: str = "ceiling"
     band: float = 0.1
 
     def __post_init__(self) -> None:
-        require(self.n_oscillators >= 1, f"n_oscillators must be >= 1, got {self.n_oscillators}")
+        require(isinstance(self.n_oscillators, int) and self.n_oscillators >= 1,
+                f"n_oscillators must be an integer >= 1, got {self.n_oscillators}")
         require(math.isfinite(self.coupling), f"coupling must be finite, got {self.coupling}")
         _check_dynamics(self.dt, self.steps, self.noise_sigma)
         require(self.frequency_jitter >= 0, f"frequency_jitter must be >= 0, got {self.frequency_jitter}")
+        require(self.regulariser_weight >= 0, f"regulariser_weight must be >= 0, got {self.regulariser_weight}")
         require(0.0 <= self.target_R <= 1.0, f"target_R must be in [0, 1], got {self.target_R}")
         require(self.regulariser_mode in REGULARISER_MODES,
                 f"regulariser_mode must be one of {', '.join(REGULARISER_MODES)}, got {self.regulariser_mode!r}")
@@ -193,6 +281,7 @@ def default_probe_layer(n_layers: int) -> int:
     return min(n_layers - 1, int(n_layers * 7 / 12))
 
 
-__all__ = ["CouplingSettings", "add_phase_noise", "attention_order_parameter", "attention_phases",
-           "causal_kuramoto", "causal_mean_field", "coherence_regulariser", "default_probe_layer", "integrate",
-           "jitter_frequencies", "kuramoto_step", "mean_field_drive", "order_parameter"]
+__all__ = ["CouplingSettings", "RunningMeanField", "add_phase_noise", "attention_order_parameter",
+           "attention_phases", "causal_kuramoto", "causal_kuramoto_next", "causal_mean_field", "coherence_regulariser",
+           "default_probe_layer", "integrate", "jitter_frequencies", "kuramoto_step", "mean_field_drive",
+           "order_parameter", "sequence_kuramoto", "sequence_mean_field", "wrap_phases"]

@@ -1,4 +1,5 @@
-"""Kuramoto: order parameter, attractive mean-field dynamics, causal form, controls, telemetry R."""
+"""Kuramoto: order parameter, attractive mean-field dynamics, causal form and its running sums, controls,
+telemetry R."""
 from __future__ import annotations
 
 import math
@@ -100,6 +101,40 @@ def test_causal_version_synchronises_a_sequence_for_positive_coupling():
     theta = _random_phases(16, 32, seed=7)
     out = kuramoto.causal_kuramoto(theta, torch.zeros(32, dtype=torch.float64), 1.0, 0.1, 300)
     assert float(kuramoto.order_parameter(out[-1])[0]) > 0.9
+
+
+def test_running_sums_continue_the_causal_integration_one_position_at_a_time():
+    L, N, steps = 9, 5, 10
+    theta = _random_phases(2, L, N, seed=10)
+    omega = torch.randn(N, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    for share in (True, False):
+        full = kuramoto.causal_kuramoto(theta, omega, 0.8, 0.1, steps, share_oscillators=share)
+        running = kuramoto.RunningMeanField.empty(steps, (2, 1 if share else N), torch.float64)
+        for t in range(L):
+            out, running = kuramoto.causal_kuramoto_next(theta[:, t], omega, 0.8, 0.1, steps, running, share)
+            assert torch.allclose(out, full[:, t], atol=1e-12, rtol=0)
+        c, s = kuramoto.causal_mean_field(full, share)  # the last level is the final phases' prefix field
+        assert running.count == L
+        assert torch.allclose(running.field(steps)[0], c[:, -1], atol=1e-12)
+        assert torch.allclose(running.field(steps)[1], s[:, -1], atol=1e-12)
+
+
+def test_the_whole_sequence_field_is_the_mean_over_every_position_at_every_position():
+    theta = _random_phases(7, 3, seed=12)
+    c, s = kuramoto.sequence_mean_field(theta, causal=False, share_oscillators=False)
+    assert c.shape == (7, 3)
+    assert torch.allclose(c, torch.cos(theta).mean(0).expand(7, 3))
+    assert torch.allclose(s, torch.sin(theta).mean(0).expand(7, 3))
+    # causal: the last position sees everything, the first only itself
+    cc, _ = kuramoto.sequence_mean_field(theta, causal=True, share_oscillators=False)
+    assert torch.allclose(cc[-1], c[-1]) and torch.allclose(cc[0], torch.cos(theta[0]))
+
+
+def test_wrapped_phases_are_in_minus_pi_to_pi_and_the_same_angles():
+    theta = torch.linspace(-20, 20, 101, dtype=torch.float64)
+    wrapped = kuramoto.wrap_phases(theta)
+    assert bool(((wrapped >= -math.pi) & (wrapped < math.pi)).all())
+    assert torch.allclose(torch.cos(wrapped), torch.cos(theta)) and torch.allclose(torch.sin(wrapped), torch.sin(theta))
 
 
 # ---- anti-over-synchronisation controls -----------------------------------------------------------

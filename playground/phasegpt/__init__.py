@@ -1,0 +1,8 @@
+"""PhaseGPT at CPU scale: a character-level GPT with an optional Kuramoto phase-coupled layer.
+
+data      the Shakespeare plays corpus (fetched once, checked by sha256) and its character vocabulary
+model     the GPT, the phase-coupled layer in its public and fixed modes, step-by-step decoding
+train     seeded, resumable training; teacher-forced and causal validation perplexity; R per token
+grid      the Phase A rows at CPU scale and their table
+commands  ``python -m playground phasegpt train|eval|table``
+"""
