@@ -24,7 +24,10 @@ from transformers.cache_utils import DynamicLayer
 class GrowingLayer(DynamicLayer):
     """A DynamicLayer whose update writes into spare room instead of concatenating."""
 
-    capacity_limit: int | None = None  # positions the run can reach; None: double without a cap
+    def __init__(self, capacity_limit: int | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.capacity_limit = capacity_limit  # positions the run can reach; None: double without a cap
+        self.key_buffer = self.value_buffer = None
 
     def _has_room(self, buffer: torch.Tensor | None, view: torch.Tensor, needed: int) -> bool:
         """``view`` is still the head of ``buffer`` (no re-index replaced it) and ``needed`` positions fit."""
@@ -59,8 +62,5 @@ class GrowingLayer(DynamicLayer):
 def growing_cache(config: Any, capacity_limit: int | None = None) -> DynamicCache:
     """A DynamicCache for ``config`` whose full-attention layers are GrowingLayers (sliding ones stay as they are)."""
     cache = DynamicCache(config=config)
-    for layer in cache.layers:
-        if type(layer) is DynamicLayer:
-            layer.__class__ = GrowingLayer
-            layer.capacity_limit = capacity_limit
+    cache.layers = [GrowingLayer(capacity_limit) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache

@@ -1,6 +1,6 @@
 """Head calibration for Phase-Slip: which (layer, KV head) pairs are "creative", which "structural".
 
-Deterministic probe, one batched forward (ALGORITHMS.md section 3, step 6):
+Deterministic probe, one batched forward:
 
     text     = a fixed calibration text (or the caller's, extended by it when short)
     context  = all but the last k = min(16, n // 2) tokens; probe = those last k tokens
@@ -30,6 +30,7 @@ import torch
 from transformers import DynamicCache
 
 from .precision import wide
+from .progress import say
 from .rotation import kl_divergence, rotate_toward
 
 CALIBRATION_TEXT = (
@@ -157,6 +158,8 @@ def calibrate_heads(lm: Any, text: str | None = None, search_layers: int = 6, n_
     per_model = _cache.setdefault(lm.model, {})
     if not use_cache or key not in per_model:
         candidates = last_layers_heads(lm.n_layers, lm.n_kv_heads, search_layers)
+        say(f"calibrating Phase-Slip's heads: {len(candidates)} candidate KV heads probed in batched passes, "
+            "once per model and process (~10 s on 2 cores)…")
         per_model[key] = (score_heads(lm, ids, candidates, window), {})
     (scores, n_context, n_probe), results = per_model[key]
     if n_heads not in results:

@@ -3,6 +3,11 @@
     prompt -> tokens -> prefill once -> per step: plan the rows, one forward over all rows
            -> each sampler decides from its rows -> one telemetry row per token
 
+State. Everything one decoding owns (columns, options, prompt tensor, the row plan and its KV
+cache) lives on its ``Run`` (runs.py); the Engine is the model and this loop's code. The model
+is locked per block between two yields, and each pass asks for the attention it needs, so runs
+on one model may interleave.
+
 Rows. Every column (sampler) is one row of the batch, plus the side and candidate rows its
 sampler asks for; ``rows.RowPlan`` lays them out and keeps the cache in step (see rows.py).
 Prefill. The prompt goes in without attention weights (sdpa, in chunks), and its last token
@@ -26,143 +31,31 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol
 
 import torch
 
-from . import kuramoto, metrics
+from . import kuramoto
 from .columns import MAX_COLUMNS, ColumnSpec, check_columns, column_from_dict, column_labels
 from .inputs import prompt_ids
 from .models import LoadedModel
-from .rows import Row, RowPlan
-from .samplers import Decision, PlaygroundError, RunContext, Sampler, StepView, make_settings, sampler_class
+from .rows import Row, RowPlan, RowRequest
+from .runs import CleanStep, Column, Parent, Run, RunOptions, StepRecord, describe_branch
+from .samplers import Decision, PlaygroundError, RunContext, StepView, make_settings, sampler_class
 from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, sampler_view, top_alternatives
 
 MAX_NEW_TOKENS = 1024
 WEIGHTED_PREFILL_TOKENS = 128  # a prompt up to this long goes in with its attention weights in one pass
 
-__all__ = ["MAX_COLUMNS", "MAX_NEW_TOKENS", "Column", "ColumnSpec", "Engine", "Parent", "Run", "RunOptions", "branch",
-           "branch_point", "check_options", "describe_branch", "compare", "draw", "parse_columns"]
+__all__ = ["MAX_COLUMNS", "MAX_NEW_TOKENS", "CleanStep", "Column", "ColumnSpec", "Engine", "Parent", "Run",
+           "RunOptions", "StepRecord", "branch", "branch_point", "check_options", "describe_branch", "compare", "draw",
+           "parse_columns"]
 
 
 class StopSignal(Protocol):
     """What ``stop`` may be: a threading.Event, or the page's StopFlag that other processes can set."""
 
     def is_set(self) -> bool: ...
-
-
-@dataclass
-class RunOptions:
-    seed: int = 0
-    max_new_tokens: int = 50
-    chat: bool = False
-    record_order_parameter: bool = True  # Kuramoto R per token (needs attention weights)
-    probe_layer: int | None = None  # layer whose R is the column's order_parameter; None: ~58% depth
-
-
-def describe_branch(point: dict[str, Any]) -> str:
-    """``column 2, token 7: ' door' → ' gate'`` (1-based, as the page counts) from a Parent's JSON."""
-    return (f"column {point['column'] + 1}, token {point['step'] + 1}: "
-            f"{point.get('replaced_text', '')!r} → {point.get('token_text', '')!r}")
-
-
-@dataclass
-class Parent:
-    """Where a branch run comes from: the parent's column, the step whose token was replaced, the new token.
-
-    The branch's prompt ids are the parent's prompt text, tokenized as the parent's were, plus
-    ``continuation``: the parent's own continuation, its column's tokens before ``step``, and ``token``.
-    """
-
-    column: int
-    step: int
-    token: int
-    replaced: int | None  # the parent column's token at ``step``
-    prompt: str  # the parent's prompt text (the branch shares it)
-    continuation: list[int]
-    column_label: str = ""
-    token_text: str = ""
-    replaced_text: str = ""
-    continuation_text: str = ""  # the continuation before ``token``, decoded (the page shows it)
-
-    def describe(self) -> str:
-        return describe_branch(dataclasses.asdict(self))
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class Column:
-    """A column's state: its sampler, its tokens so far and their telemetry."""
-
-    label: str
-    sampler_name: str
-    settings: Any
-    sampler: Sampler
-    generator: torch.Generator
-    spec: ColumnSpec | None = None  # as asked for (its label None where the label is made)
-    tokens: list[int] = field(default_factory=list)
-    rows: list[TokenRow] = field(default_factory=list)
-    finish_reason: str | None = None  # "eos", "length" or "stopped"
-    final_text: str | None = None  # decoded once the column finishes (special tokens skipped)
-    _printed: int = 0  # tokens whose text has been assigned (incremental decoding)
-    _pending: dict[str, Any] | None = None  # a step whose token awaits choose()
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None
-
-    @property
-    def text(self) -> str:
-        """The column's text: streamed token pieces until it finishes, then the clean decode."""
-        return self.final_text if self.final_text is not None else "".join(r.text for r in self.rows)
-
-    def to_json(self, elapsed_s: float, prompt: str = "") -> dict[str, Any]:
-        return {
-            "sampler": self.sampler_name,
-            "label": self.label,
-            "settings": dataclasses.asdict(self.settings),
-            "spec": self.spec.to_dict() if self.spec else None,
-            "text": self.text,
-            "finish_reason": self.finish_reason,
-            "tokens": [row.to_dict() for row in self.rows],
-            "metrics": metrics.column_metrics(self.rows, self.text, elapsed_s, prompt),
-        }
-
-
-@dataclass
-class Run:
-    """A whole run; the engine yields it after every step, updated in place."""
-
-    model: str
-    prompt: str
-    prompt_ids: list[int]
-    options: RunOptions
-    columns: list[Column]
-    parent: Parent | None = None  # set on a branch run
-    step: int = 0  # forward passes done after the prefill
-    elapsed_s: float = 0.0
-    done: bool = False
-    stopped: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "seed": self.options.seed,
-            "prompt": self.prompt,
-            "prompt_ids": self.prompt_ids,
-            "chat": self.options.chat,
-            "max_new_tokens": self.options.max_new_tokens,
-            "probe_layer": self.options.probe_layer,
-            "record_order_parameter": self.options.record_order_parameter,
-            "parent": self.parent.to_json() if self.parent else None,
-            "stopped": self.stopped,
-            "elapsed_s": round(self.elapsed_s, 4),
-            "columns": [c.to_json(self.elapsed_s, self.prompt) for c in self.columns],
-        }
 
 
 def parse_columns(samplers: list[str | ColumnSpec]) -> list[ColumnSpec]:
@@ -205,7 +98,11 @@ def draw(probs: torch.Tensor, u: float) -> int:
 
 
 class Engine:
-    """Runs columns of samplers on one model. ``stream`` yields the Run after every step."""
+    """The loaded model and the decoding loop's code; every run's state lives on its Run.
+
+    ``stream`` yields the Run after every step. ``start``, ``prefill`` and ``step`` are that loop's
+    parts, so two runs on one Engine may be decoded one after the other or interleaved.
+    """
 
     def __init__(self, lm: LoadedModel):
         self.lm = lm
@@ -214,59 +111,24 @@ class Engine:
     def stream(self, prompt: str, samplers: list[str | ColumnSpec], options: RunOptions | None = None,
                stop: StopSignal | None = None, parent: Parent | None = None) -> Iterator[Run]:
         """Yield the Run after the prefill and after every step. ``parent``: a branch (see ``branch``)."""
-        options = dataclasses.replace(options or RunOptions())
-        specs = parse_columns(samplers)
-        settings = [make_settings(s.sampler, s.settings) for s in specs]  # validate before any work
-        prompt_ids = check_options(self.lm, prompt, options, parent.continuation if parent else ())
-        if options.probe_layer is None:
-            options.probe_layer = kuramoto.default_probe_layer(self.lm.n_layers)
-        self.device = self.lm.device
-        self.prompt = torch.tensor(prompt_ids, dtype=torch.long, device=self.device)
-
-        with self.lm.lock:  # one run at a time per model: a sampler's start may run the model (calibration)
-            columns = self._make_columns(specs, settings, options, prompt_ids)
-            run = Run(model=self.lm.name, prompt=prompt, prompt_ids=prompt_ids, options=options, columns=columns,
-                      parent=parent)
-            self.need_attn = options.record_order_parameter or any(c.sampler.needs_attentions for c in columns)
-            # no attention weights wanted: decode through sdpa, which never materialises them
-            with self.lm.fast_attention() if not self.need_attn else nullcontext():
-                yield from self._loop(run, columns, stop)
+        run = self.start(prompt, samplers, options, parent)
+        t0 = time.perf_counter()
+        try:
+            self.prefill(run)
+            run.elapsed_s = time.perf_counter() - t0
+            yield run
+            while not all(c.done for c in run.columns):
+                if stop is not None and stop.is_set():
+                    self.stop(run)
+                    break
+                self.step(run)
+                run.elapsed_s = time.perf_counter() - t0
+                yield run
+        finally:
+            with self.lm.lock:  # the model at rest keeps the attention that returns weights
+                self.lm.rest_attention()
         run.done = True
         yield run
-
-    def _loop(self, run: Run, columns: list[Column], stop: StopSignal | None) -> Iterator[Run]:
-        """Prefill, then one step per yield until every column is done or ``stop`` is set."""
-        # grad mode is thread-local and a stream may be resumed from other threads: each
-        # block runs in inference mode and ends before its yield
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            logits, attn = self._prefill(run.options.max_new_tokens)
-            main = {i: 0 for i in range(len(columns))}
-            self._decide_all(run, main, {}, logits, attn, (time.perf_counter() - t0) * 1000)
-            run.elapsed_s = time.perf_counter() - t0
-        yield run
-        while not all(c.done for c in columns):
-            if stop is not None and stop.is_set():
-                for c in columns:
-                    if not c.done:
-                        c.finish_reason = "stopped"
-                        c.final_text = self.lm.tokenizer.decode(c.tokens, skip_special_tokens=True)
-                run.stopped = True
-                break
-            with torch.inference_mode():
-                t_step = time.perf_counter()
-                layout = self.rows.plan(run.columns, main, len(self.prompt))
-                logits, attn = self._forward(layout)
-                main, sides = self._resolve(run, logits, attn, t_step)
-                self._decide_all(run, main, sides, logits, attn, (time.perf_counter() - t_step) * 1000)
-                run.step += 1
-                run.elapsed_s = time.perf_counter() - t0
-            yield run
-
-    @property
-    def cache(self):
-        """The KV cache of the run in progress: one row per row of the last forward pass."""
-        return self.rows.cache
 
     def run(self, prompt: str, samplers: list[str | ColumnSpec], options: RunOptions | None = None,
             stop: StopSignal | None = None, parent: Parent | None = None) -> Run:
@@ -276,22 +138,66 @@ class Engine:
             pass
         return run
 
+    def start(self, prompt: str, samplers: list[str | ColumnSpec], options: RunOptions | None = None,
+              parent: Parent | None = None) -> Run:
+        """A checked Run with its columns made and their samplers started; no token decoded yet."""
+        options = dataclasses.replace(options or RunOptions())
+        specs = parse_columns(samplers)
+        settings = [make_settings(s.sampler, s.settings) for s in specs]  # validate before any work
+        ids = check_options(self.lm, prompt, options, parent.continuation if parent else ())
+        if options.probe_layer is None:
+            options.probe_layer = kuramoto.default_probe_layer(self.lm.n_layers)
+        prompt_tensor = torch.tensor(ids, dtype=torch.long, device=self.lm.device)
+        with self.lm.lock:  # a sampler's start may run the model (calibration)
+            columns = self._make_columns(specs, settings, options, prompt_tensor)
+        need_attn = options.record_order_parameter or any(c.sampler.needs_attentions for c in columns)
+        return Run(model=self.lm.name, prompt=prompt, prompt_ids=ids, options=options, columns=columns,
+                   parent=parent, prompt_tensor=prompt_tensor, need_attn=need_attn)
+
+    def prefill(self, run: Run) -> None:
+        """The prompt into the run's cache, and every column's first token."""
+        # grad mode is thread-local and a stream may be resumed from other threads: each
+        # block runs in inference mode and ends before its yield
+        with self.lm.lock, torch.inference_mode():
+            t0 = time.perf_counter()
+            logits, attn = self._prefill(run)
+            main = {i: 0 for i in range(len(run.columns))}
+            self._decide_all(run, main, {}, logits, attn, (time.perf_counter() - t0) * 1000)
+
+    def step(self, run: Run) -> None:
+        """One forward pass over every running column's rows, and each column's next token."""
+        with self.lm.lock, torch.inference_mode():
+            t_step = time.perf_counter()
+            rows = self._arrange_rows(run)
+            logits, attn = self._forward(run, rows)
+            main, sides = self._resolve(run, logits, attn, t_step)
+            self._decide_all(run, main, sides, logits, attn, (time.perf_counter() - t_step) * 1000)
+            run.step += 1
+
+    def stop(self, run: Run) -> None:
+        """End every running column as "stopped"."""
+        for c in run.columns:
+            if not c.done:
+                c.finish_reason = "stopped"
+                c.final_text = self.lm.tokenizer.decode(c.tokens, skip_special_tokens=True)
+        run.stopped = True
+
     # ---- setup ----------------------------------------------------------------------------
-    def _make_columns(self, specs, settings, options, prompt_ids) -> list[Column]:
+    def _make_columns(self, specs, settings, options, prompt_tensor) -> list[Column]:
         columns = []
         for spec, st, label in zip(specs, settings, column_labels(specs)):
             cls = sampler_class(spec.sampler)
             sampler = cls(st, self.lm)
-            sampler.start(RunContext(seed=options.seed, prompt_ids=self.prompt))
+            sampler.start(RunContext(seed=options.seed, prompt_ids=prompt_tensor))
             generator = torch.Generator().manual_seed(options.seed)  # the run seed alone: common random numbers
             asked = ColumnSpec(spec.sampler, {k: getattr(st, k) for k in spec.settings}, spec.label)  # typed values
             columns.append(Column(label=label, sampler_name=spec.sampler, settings=st,
                                   sampler=sampler, generator=generator, spec=asked))
         return columns
 
-    def _prefill(self, max_new_tokens: int):
-        """The prompt into the cache (room for ``max_new_tokens`` more); the last prompt token's logits
-        and attention rows.
+    def _prefill(self, run: Run):
+        """The prompt into a fresh cache (room for ``max_new_tokens`` more); the last prompt token's
+        logits and attention rows.
 
         A run that wants no attention weights feeds the whole prompt through sdpa (``LoadedModel.prefill``:
         chunks, memory linear in the prompt). One that does feeds a short prompt in one pass with
@@ -299,97 +205,115 @@ class Engine:
         default model); a longer one goes in without them but for its last token, which is then
         fed like a decoding step, so its attention row is the only one asked for.
         """
-        capacity = len(self.prompt) + max_new_tokens
-        if not self.need_attn:
-            cache, logits = self.lm.prefill(self.prompt, fast=True, capacity=capacity)
-            self.rows = RowPlan(cache)
+        prompt = run.prompt_tensor
+        capacity = len(prompt) + run.options.max_new_tokens
+        if not run.need_attn:
+            cache, logits = self.lm.prefill(prompt, fast=True, capacity=capacity)
+            run.plan = RowPlan(cache)
             return logits.float(), None
-        first = 0 if len(self.prompt) <= WEIGHTED_PREFILL_TOKENS else len(self.prompt) - 1
-        self.rows = RowPlan(self.lm.prefill(self.prompt[:first], fast=True, capacity=capacity)[0])
-        return self._pass(self.prompt[first:].view(1, -1))
+        first = 0 if len(prompt) <= WEIGHTED_PREFILL_TOKENS else len(prompt) - 1
+        run.plan = RowPlan(self.lm.prefill(prompt[:first], fast=True, capacity=capacity)[0])
+        return self._pass(run, prompt[first:].view(1, -1))
 
     # ---- one step -----------------------------------------------------------------------
-    def _forward(self, rows: list[Row]):
-        return self._pass(torch.tensor([[r.token] for r in rows], dtype=torch.long, device=self.device))
+    def _arrange_rows(self, run: Run) -> list[Row]:
+        """Lay out the next pass's rows, bring the cache to them, and let samplers perturb their side rows."""
+        main, _, _ = run.plan.roles()  # after the prefill every column continues its one row
+        requests = [RowRequest(col=c, source=main.get(c, 0), token=col.tokens[-1] if col.tokens else -1,
+                               side_rows=col.sampler.extra_rows,
+                               candidates=col.lookahead.candidates if col.lookahead else None)
+                    for c, col in enumerate(run.columns) if not col.done]
+        rows = run.plan.next_rows(requests)
+        run.plan.move_to(rows)
+        for i in run.plan.side_rows():
+            col = run.columns[rows[i].col]
+            changed = col.sampler.perturb(run.plan.values_of(i), run.n_prompt, len(col.tokens))
+            run.plan.mark_perturbed(i, changed)
+        return rows
 
-    def _pass(self, tokens: torch.Tensor):
-        """``tokens`` [rows, n] through the model onto the cache: the last position's logits and attention rows."""
-        out, self.rows.cache = self.lm.forward(tokens, self.rows.cache, output_attentions=self.need_attn,
-                                               logits_to_keep=1)
-        attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if self.need_attn else None
+    def _forward(self, run: Run, rows: list[Row]):
+        return self._pass(run, torch.tensor([[r.token] for r in rows], dtype=torch.long, device=self.lm.device))
+
+    def _pass(self, run: Run, tokens: torch.Tensor):
+        """``tokens`` [rows, n] through the model onto the run's cache: the last position's logits and
+        attention rows."""
+        self.lm.use_attention(weights=run.need_attn)  # no weights wanted: sdpa, which never materialises them
+        out, run.plan.cache = self.lm.forward(tokens, run.plan.cache, output_attentions=run.need_attn,
+                                              logits_to_keep=1)
+        attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if run.need_attn else None
         return out.logits[:, -1, :].float(), attn
 
-    def _view(self, col: Column, row: int, logits, attn, side_rows: list[int] | None = None) -> StepView:
-        ids = torch.cat([self.prompt, torch.tensor(col.tokens, dtype=torch.long, device=self.device)])
-        return StepView(step=len(col.tokens), logits=logits[row], input_ids=ids, n_prompt=len(self.prompt),
+    def _view(self, run: Run, col: Column, row: int, logits, attn, side_rows: list[int] | None = None) -> StepView:
+        ids = torch.cat([run.prompt_tensor, torch.tensor(col.tokens, dtype=torch.long, device=self.lm.device)])
+        return StepView(step=len(col.tokens), logits=logits[row], input_ids=ids, n_prompt=run.n_prompt,
                         attentions=attn[row] if attn is not None else None,
                         extra_logits=logits[side_rows] if side_rows else None)
 
     def _resolve(self, run: Run, logits, attn, t_step: float):
         """After a forward: settle pending lookaheads; return each column's main and side rows."""
-        main, sides, cands = self.rows.roles()
+        main, sides, cands = run.plan.roles()
         for c, idx in cands.items():
             col = run.columns[c]
-            views = [self._view(col, i, logits, attn) for i in idx]
+            record, col.lookahead = col.lookahead, None
+            views = [self._view(run, col, i, logits, attn) for i in idx]
             # the candidates' rows saw the candidate appended; their view's history must include it
-            for view, tok in zip(views, col._pending["candidates"]):
+            for view, tok in zip(views, record.candidates):
                 view.input_ids = torch.cat([view.input_ids, view.input_ids.new_tensor([tok])])
                 view.step += 1
             k, signals = col.sampler.choose(views)
-            pending, col._pending = col._pending, None
-            pending["signals"].update(signals)
-            self._emit(run, col, pending, pending["candidates"][k], (time.perf_counter() - t_step) * 1000)
+            run.plan.keep_candidate(idx[k])
+            record.signals.update(signals)
+            self._emit(run, col, record, record.candidates[k], (time.perf_counter() - t_step) * 1000)
             main[c] = idx[k]
         return main, sides
 
     def _decide_all(self, run: Run, main, sides, logits, attn, step_ms: float) -> None:
         running = [c for c, col in enumerate(run.columns) if not col.done]
         observed = self._observe(run, [main[c] for c in running], logits, attn)
-        for c, obs in zip(running, observed):
+        for c, clean in zip(running, observed):
             col = run.columns[c]
-            view = self._view(col, main[c], logits, attn, sides.get(c))
+            view = self._view(run, col, main[c], logits, attn, sides.get(c))
             decision: Decision = col.sampler.decide(view)
             # one draw per step, always, on the CPU generator
             u = float(torch.rand((), generator=col.generator, dtype=torch.float64, device="cpu"))
-            pending = {**obs, "params": dict(decision.params), "signals": dict(decision.signals),
-                       "drawn_from": decision.probs}  # drawn_from None: a deterministic choice (argmax, lookahead)
+            record = StepRecord(clean=clean, params=dict(decision.params), signals=dict(decision.signals),
+                                drawn_from=decision.probs)  # drawn_from None: a deterministic choice
             if decision.candidates:
-                pending["candidates"] = list(decision.candidates)
-                col._pending = pending
+                record.candidates = list(decision.candidates)
+                col.lookahead = record
                 continue
             token = decision.token if decision.token is not None else draw(decision.probs, u)
-            self._emit(run, col, pending, token, step_ms)
+            self._emit(run, col, record, token, step_ms)
 
-    def _observe(self, run: Run, rows: list[int], logits, attn) -> list[dict[str, Any]]:
+    def _observe(self, run: Run, rows: list[int], logits, attn) -> list[CleanStep]:
         """The clean-distribution statistics, top alternatives and Kuramoto R of ``rows``, in one batch."""
         stats = distribution_stats(logits[rows])
         top_ids, top_probs = top_alternatives(stats.log_probs)
         r_layers = None
         if run.options.record_order_parameter and attn is not None:
             r_layers = kuramoto.attention_order_parameter(attn[rows]).tolist()
-        return [{"stats": stats.row(i), "top": (top_ids[i], top_probs[i]),
-                 "r_layers": [round(x, 6) for x in r_layers[i]] if r_layers else None} for i in range(len(rows))]
+        return [CleanStep(stats=stats.row(i), top_ids=top_ids[i], top_probs=top_probs[i],
+                          r_layers=[round(x, 6) for x in r_layers[i]] if r_layers else None)
+                for i in range(len(rows))]
 
-    def _emit(self, run: Run, col: Column, obs: dict[str, Any], token: int, step_ms: float) -> None:
+    def _emit(self, run: Run, col: Column, record: StepRecord, token: int, step_ms: float) -> None:
         """Append the chosen token and its telemetry row; finish the column on EOS or length."""
-        stats = obs["stats"]
-        tok = self.lm.tokenizer
+        clean, signals = record.clean, record.signals
+        stats = clean.stats
         col.tokens.append(token)
-        top_ids, top_probs = obs["top"]
-        view = sampler_view(obs.get("drawn_from"), token, top_ids)
+        view = sampler_view(record.drawn_from, token, clean.top_ids)
         logprob = float(stats.log_probs[0, token])
-        signals = obs["signals"]
         extra = {k: v for k, v in signals.items() if k not in SIGNAL_FIELDS}
         extra.update(col.sampler.update(token, view.prob))  # a sampler with feedback (mirostat) moves now
-        r_layers = obs.get("r_layers")
+        r_layers = clean.r_layers
         row = TokenRow(
-            step=len(col.tokens) - 1, id=token, text=self._token_text(col), prob=math.exp(logprob),
+            step=len(col.tokens) - 1, id=token, text=col.new_text(self.lm.tokenizer), prob=math.exp(logprob),
             logprob=logprob, entropy=float(stats.entropy[0]), entropy_bits_norm=float(stats.entropy_bits_norm[0]),
             varentropy=float(stats.varentropy[0]),
             top=[{"id": i, "text": self.lm.piece(i), "prob": p, "sampler_prob": q}
-                 for i, p, q in zip(top_ids, top_probs, view.top_probs)],
+                 for i, p, q in zip(clean.top_ids, clean.top_probs, view.top_probs)],
             sampler_prob=view.prob, sampler_entropy=view.entropy, support=view.support,
-            params=obs["params"],
+            params=record.params,
             order_parameter=r_layers[run.options.probe_layer] if r_layers else None,
             order_parameter_layers=r_layers, step_ms=round(step_ms, 3),
             extra=extra,
@@ -401,18 +325,7 @@ class Engine:
         elif len(col.tokens) >= run.options.max_new_tokens:
             col.finish_reason = "length"
         if col.done:
-            col.final_text = tok.decode(col.tokens, skip_special_tokens=True)
-
-    def _token_text(self, col: Column) -> str:
-        """The newest token's share of the decoded text; held back while a character is incomplete."""
-        tok, ids, start = self.lm.tokenizer, col.tokens, col._printed
-        anchor = max(0, start - 4)  # a little context: some tokenizers decode a token differently alone
-        base = tok.decode(ids[anchor:start]) if start > anchor else ""
-        full = tok.decode(ids[anchor:])
-        if full.endswith("\ufffd") and len(ids) - start < 4:
-            return ""
-        col._printed = len(ids)
-        return full[len(base):] if full.startswith(base) else full
+            col.final_text = self.lm.tokenizer.decode(col.tokens, skip_special_tokens=True)
 
 
 def compare(lm: LoadedModel, prompt: str, samplers: list[str | ColumnSpec], **options: Any) -> Run:

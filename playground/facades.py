@@ -1,4 +1,4 @@
-"""Library facades: the seeds' own Python APIs, as front ends of the playground's engine.
+"""Library facades: Phase-Slip's public Python API (``PhaseSlipSampler``), as a front end of the playground's engine.
 
     from playground.facades import PhaseSlipSampler
     sampler = PhaseSlipSampler(model, tokenizer, noise_scale=0.03)

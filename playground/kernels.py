@@ -7,7 +7,7 @@ count, so nothing is assumed. These compute the same y = x W^T + b from the same
 
     stock        F.linear: MKL's x W^T. On one 2-core machine it takes 3-4x longer at 4+ rows
                  than at 2 (0.40 against 0.11 ms for 576 x 576, weights read from memory).
-    onednn       oneDNN's linear (the earlier builds' choice on every row count).
+    onednn       oneDNN's linear on the dense weight.
     weight_left  (W x^T)^T: the same product with the weight as the left operand, which MKL
                  multiplies by a thin matrix without that cliff (0.15 ms at 4 rows), but
                  slower than stock at 2 rows and at 64+ on that machine.
@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import PlaygroundError
+from .progress import say
 
 MEASURED_ROWS = (1, 2, 4, 8, 16, 32)
 REPEATS = 1
@@ -175,6 +176,8 @@ def kernel_table(layers: list[torch.nn.Linear], model_name: str, cache: Path | N
                 return cached
         except (OSError, ValueError, AttributeError):
             pass  # unreadable or measured otherwise: measure again
+    say(f"timing linear kernels for {len(shapes)} weight shapes on this CPU, once per machine "
+        f"(~{4 * len(shapes)} s on 2 cores)…")
     table = {key: {str(r): ms for r, ms in time_shape(layer.in_features, layer.out_features,
                                                       layer.bias is not None).items()}
              for key, layer in shapes.items()}
@@ -187,10 +190,12 @@ def kernel_table(layers: list[torch.nn.Linear], model_name: str, cache: Path | N
     return table
 
 
-def choose_linear_kernels(model: Any, model_name: str, cache: Path | None = None) -> dict[str, dict[int, str]]:
-    """Give every CPU float32 nn.Linear of ``model`` the kernel that measured fastest for its shape at
-    each row count 1-32 (``packed`` only for the shapes within the memory budget); returns
-    {shape: {rows: kernel}}."""
+def choose_linear_kernels(model: Any, model_name: str,
+                          cache: Path | None = None) -> tuple[dict[str, dict[int, str]], list[tuple[Any, dict]]]:
+    """The kernel that measured fastest for each CPU float32 nn.Linear's shape at each row count 1-32
+    (``packed`` only for the shapes within the memory budget): ({shape: {rows: kernel name}},
+    [(layer, {rows: kernel}) for every layer, only its non-stock row counts]). Changes no layer:
+    ``model_changes.use_measured_kernels`` gives the layers their kernels."""
     mode = os.environ.get("PLAYGROUND_KERNELS", "auto").strip().lower() or "auto"
     if mode not in MODES:
         raise PlaygroundError(f"PLAYGROUND_KERNELS must be one of {', '.join(MODES)}, got {mode!r}")
@@ -207,14 +212,9 @@ def choose_linear_kernels(model: Any, model_name: str, cache: Path | None = None
         measured = {_shape_key(m): dict.fromkeys(MEASURED_ROWS, "stock" if mode == "auto" else mode) for m in layers}
     chosen = {shape: _fill_rows(by_rows) for shape, by_rows in measured.items()}
     kernels = {**KERNELS, "packed": packed_linear}
-    for layer in layers:
-        by_rows = {r: kernels[k] for r, k in chosen[_shape_key(layer)].items() if k != "stock"}
-        layer.packed_weight = None  # a packed layer makes its copy when it first runs the packed kernel
-        # same parameters, same state dict: only forward changes; a layer that always runs stock
-        # stays a plain nn.Linear (the per-call row check costs ~1.3 ms a step for the default model)
-        layer.__class__ = MeasuredLinear if by_rows else torch.nn.Linear
-        layer.kernel_by_rows = by_rows
-    return chosen
+    per_layer = [(layer, {r: kernels[k] for r, k in chosen[_shape_key(layer)].items() if k != "stock"})
+                 for layer in layers]
+    return chosen, per_layer
 
 
 def pack_budget_bytes() -> int:

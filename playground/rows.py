@@ -10,13 +10,32 @@
 All rows share one length (every row grows by one token per step): no padding, no mask. The
 cache rows are re-indexed (DynamicCache.batch_select_indices) only when the layout changes: a
 column ends, a side row appears, a lookahead starts or ends.
+
+A step, in order: ``next_rows`` lays out the rows each column asks for (a ``RowRequest``),
+``move_to`` re-indexes the cache to them and re-syncs the side rows, the caller lets each
+side row's sampler perturb ``values_of(row)`` and records it with ``mark_perturbed``; after
+the forward, ``roles`` says which rows are whose, and ``keep_candidate`` makes a lookahead's
+chosen row its column's main row.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
+
+RowKind = Literal["main", "side", "cand"]
+
+
+@dataclass
+class RowRequest:
+    """What one running column feeds to the next pass."""
+
+    col: int
+    source: int  # its main row in the last layout
+    token: int  # its newest token (main and side rows)
+    side_rows: int = 0  # copies of its clean row for its sampler to perturb
+    candidates: list[int] | None = None  # a lookahead: one row per candidate instead
 
 
 @dataclass
@@ -24,7 +43,7 @@ class Row:
     """One row of the next forward pass."""
 
     col: int
-    kind: str  # "main", "side" or "cand"
+    kind: RowKind
     source: int  # cache row it continues
     token: int  # token fed to it
     index: int = 0  # side-row number, or candidate number
@@ -32,52 +51,67 @@ class Row:
 
 
 class RowPlan:
-    """The cache and the row layout of the last forward pass; ``plan`` makes the next one."""
+    """The cache and the row layout of the last forward pass."""
 
     def __init__(self, cache: Any):
         self.cache = cache
         self.layout: list[Row] = [Row(col=-1, kind="main", source=0, token=-1)]  # the prefill's one row
 
-    def plan(self, columns: list[Any], main: dict[int, int], n_prompt: int) -> list[Row]:
-        """The rows of the next forward pass, and the cache re-indexed to match them."""
+    def next_rows(self, requests: list[RowRequest]) -> list[Row]:
+        """The rows of the next forward pass; a side row kept from the last layout keeps its dirty tail."""
         length = self.cache.get_seq_length()
         old_sides = {(r.col, r.index): (i, r) for i, r in enumerate(self.layout) if r.kind == "side"}
         rows: list[Row] = []
-        for c, col in enumerate(columns):
-            if col.done:
+        for q in requests:
+            if q.candidates is not None:
+                rows += [Row(q.col, "cand", q.source, tok, k) for k, tok in enumerate(q.candidates)]
                 continue
-            if col._pending is not None:
-                rows += [Row(c, "cand", main[c], tok, k) for k, tok in enumerate(col._pending["candidates"])]
-                continue
-            rows.append(Row(c, "main", main[c], col.tokens[-1]))
-            for j in range(col.sampler.extra_rows):
-                if (c, j) in old_sides:  # keep the side row; only its changed tail needs re-syncing
-                    i, old = old_sides[(c, j)]
-                    rows.append(Row(c, "side", i, col.tokens[-1], j, min(old.dirty_from, length - 1)))
+            rows.append(Row(q.col, "main", q.source, q.token))
+            for j in range(q.side_rows):
+                if (q.col, j) in old_sides:  # keep the side row; only its changed tail needs re-syncing
+                    i, old = old_sides[(q.col, j)]
+                    rows.append(Row(q.col, "side", i, q.token, j, min(old.dirty_from, length - 1)))
                 else:  # a fresh copy of the clean row
-                    rows.append(Row(c, "side", main[c], col.tokens[-1], j, length))
+                    rows.append(Row(q.col, "side", q.source, q.token, j, length))
+        return rows
+
+    def move_to(self, rows: list[Row]) -> None:
+        """Re-index the cache to ``rows`` (only when the layout changed) and re-sync their side rows."""
         sources = [r.source for r in rows]
         if sources != list(range(len(self.layout))):
             self.cache.batch_select_indices(torch.tensor(sources, device=self.cache.layers[0].keys.device))
-        self._sync_sides(columns, rows, length, n_prompt)
+        self._copy_clean_into_sides(rows)
         self.layout = rows
-        return rows
 
-    def _sync_sides(self, columns: list[Any], rows: list[Row], length: int, n_prompt: int) -> None:
-        """Make each side row a copy of its clean row, then let its sampler perturb it."""
+    def _copy_clean_into_sides(self, rows: list[Row]) -> None:
+        """Each side row's positions from ``dirty_from`` on become its clean row's again."""
+        length = self.cache.get_seq_length()
         clean_of = {r.col: i for i, r in enumerate(rows) if r.kind == "main"}
-        layers = self.cache.layers
         for i, r in enumerate(rows):
-            if r.kind != "side":
+            if r.kind != "side" or r.dirty_from >= length:
                 continue
             src, start = clean_of[r.col], r.dirty_from
-            if start < length:
-                for layer in layers:
-                    layer.keys[i, :, start:] = layer.keys[src, :, start:]
-                    layer.values[i, :, start:] = layer.values[src, :, start:]
-            col = columns[r.col]
-            changed = col.sampler.perturb([layer.values[i] for layer in layers], n_prompt, len(col.tokens))
-            r.dirty_from = length - changed if changed else length
+            for layer in self.cache.layers:
+                layer.keys[i, :, start:] = layer.keys[src, :, start:]
+                layer.values[i, :, start:] = layer.values[src, :, start:]
+            r.dirty_from = length
+
+    def side_rows(self) -> list[int]:
+        """The indices of the side rows in the current layout."""
+        return [i for i, r in enumerate(self.layout) if r.kind == "side"]
+
+    def values_of(self, row: int) -> list[torch.Tensor]:
+        """Row ``row``'s Value vectors per layer, [kv_heads, seq, head_dim] views a sampler edits in place."""
+        return [layer.values[row] for layer in self.cache.layers]
+
+    def mark_perturbed(self, row: int, changed: int) -> None:
+        """Row ``row``'s last ``changed`` positions now differ from its clean row."""
+        length = self.cache.get_seq_length()
+        self.layout[row].dirty_from = length - changed if changed else length
+
+    def keep_candidate(self, row: int) -> None:
+        """Candidate row ``row`` was chosen: it continues as its column's main row."""
+        self.layout[row].kind = "main"
 
     def roles(self) -> tuple[dict[int, int], dict[int, list[int]], dict[int, list[int]]]:
         """Per column: its main row, its side rows and its candidate rows in the last layout."""

@@ -1,4 +1,4 @@
-"""The adaptive entropy sampler (ALGORITHMS.md section 4): signals, schedules, states, lookahead."""
+"""The adaptive entropy sampler: signals, schedules, states, lookahead."""
 from __future__ import annotations
 
 import math

@@ -62,7 +62,8 @@ def test_capacity_stops_at_the_limit_and_grows_by_doubling_without_one(tiny_llam
 def test_runs_decode_the_same_tokens_through_the_growing_cache(real_lm, monkeypatch):
     samplers = ["greedy", "temperature", "phase_slip", "adaptive_entropy"]  # side rows, lookahead rows, re-indexing
     growing = compare(real_lm, PROMPT, samplers, max_new_tokens=24, seed=3)
-    monkeypatch.setattr("playground.models.growing_cache", lambda config, capacity=None: DynamicCache(config=config))
+    monkeypatch.setattr("playground.model_changes.growing_cache",
+                        lambda config, capacity=None: DynamicCache(config=config))
     plain = compare(real_lm, PROMPT, samplers, max_new_tokens=24, seed=3)
     for g, p in zip(growing.columns, plain.columns):
         assert g.tokens == p.tokens

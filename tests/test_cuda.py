@@ -1,4 +1,4 @@
-"""The engine on CUDA (issue 18); skipped where there is no CUDA device.
+"""The engine on CUDA; skipped where there is no CUDA device.
 
 Greedy on CUDA gives the CPU's tokens, Phase-Slip at noise 0 gives the temperature column's
 tokens, and every tensor a run hands its samplers and telemetry, and its KV cache, is on CUDA.
@@ -71,5 +71,5 @@ def test_no_tensor_of_a_run_is_left_on_the_cpu(monkeypatch):
     names = {name for name, _ in seen}
     assert {"distribution_stats", "order_parameter", "view.logits", "view.input_ids", "view.attentions"} <= names
     assert [(name, d) for name, d in seen if d.type != "cuda"] == []
-    assert {layer.keys.device.type for layer in engine.cache.layers} == {"cuda"}
-    assert {layer.values.device.type for layer in engine.cache.layers} == {"cuda"}
+    assert {layer.keys.device.type for layer in run.cache.layers} == {"cuda"}
+    assert {layer.values.device.type for layer in run.cache.layers} == {"cuda"}

@@ -150,7 +150,7 @@ def test_side_row_is_an_exact_copy_and_leaves_the_clean_row_alone(tiny_llama, pr
     assert probe.steps_with_side == 7
     assert probe.max_gap < 1e-4
     assert run.columns[1].tokens == run.columns[0].tokens
-    assert engine.cache.get_seq_length() == len(run.prompt_ids) + 7
+    assert run.cache.get_seq_length() == len(run.prompt_ids) + 7
 
 
 def test_lookahead_candidates_equal_a_direct_choice(tiny_llama, probes):
@@ -187,7 +187,7 @@ def test_stop_flag_ends_decoding_between_steps(tiny_llama):
             stop.set()
     assert run.stopped and run.done
     assert all(c.finish_reason == "stopped" and len(c.tokens) == 4 for c in run.columns)
-    assert engine.cache.get_seq_length() == len(run.prompt_ids) + 3
+    assert run.cache.get_seq_length() == len(run.prompt_ids) + 3
 
 
 # ---- bad input -----------------------------------------------------------------------------------------------
@@ -219,13 +219,13 @@ def test_a_stream_resumed_from_other_threads_stays_in_inference_mode(tiny_llama)
     # Gradio and the UI resume the stream from worker threads: grad mode is thread-local
     engine = Engine(tiny_llama)
     steps = engine.stream("Hello world", ["temperature"], RunOptions(max_new_tokens=5))
-    next(steps)
+    run = next(steps)
     for _ in range(3):
         worker = threading.Thread(target=lambda: next(steps))
         worker.start()
         worker.join()
-    keys = engine.cache.layers[0].keys
-    assert keys.shape[2] == len(engine.prompt) + 3
+    keys = run.cache.layers[0].keys
+    assert keys.shape[2] == len(run.prompt_ids) + 3
     assert not keys.requires_grad and torch.is_inference(keys)
 
 

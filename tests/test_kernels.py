@@ -12,6 +12,7 @@ import torch
 
 from playground import compare, kernels
 from playground.kernels import KERNELS, MeasuredLinear
+from playground.model_changes import use_measured_kernels
 
 PROMPT = "The ancient door creaked open"
 AVAILABLE = [k for k in KERNELS if k != "onednn" or kernels.onednn_available()]
@@ -63,7 +64,7 @@ def test_each_shape_and_row_count_gets_the_fastest_kernel_of_the_table(monkeypat
              "16x8": {str(r): slow_first for r in kernels.MEASURED_ROWS}}
     monkeypatch.setenv("PLAYGROUND_KERNELS", "auto")
     monkeypatch.setattr(kernels, "kernel_table", lambda *a: table)
-    chosen = kernels.choose_linear_kernels(model, "toy")
+    chosen = use_measured_kernels(model, "toy")
     assert [chosen["8x16+b"][r] for r in (1, 2, 3, 4, 5, 8, 9, 32)] == [
         "stock", "stock", "weight_left", "weight_left", "onednn", "onednn", "stock", "stock"]
     assert type(model[0]) is MeasuredLinear and model[0].kernel_by_rows[3] is KERNELS["weight_left"]
@@ -136,7 +137,7 @@ def test_packed_layers_are_those_the_budget_allows_and_their_copies_are_counted(
     monkeypatch.setenv("PLAYGROUND_PACK_MB", budget_mb)
     monkeypatch.setattr(kernels, "kernel_table", _packed_fastest)
     with kernels_restored(model):
-        chosen = kernels.choose_linear_kernels(model, "toy")
+        chosen = use_measured_kernels(model, "toy")
         linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
         assert all((by_rows[5] == "packed") == packed and by_rows[16] == ("packed" if packed else "stock")
                    and by_rows[17] == "stock" for by_rows in chosen.values())
@@ -206,7 +207,7 @@ def test_a_cached_table_without_every_row_count_is_measured_again(tmp_path, monk
 def test_an_unknown_kernel_mode_is_refused(monkeypatch):
     monkeypatch.setenv("PLAYGROUND_KERNELS", "fastest")
     with pytest.raises(ValueError, match="PLAYGROUND_KERNELS must be one of stock, onednn, weight_left, auto"):
-        kernels.choose_linear_kernels(torch.nn.Linear(2, 2), "toy")
+        use_measured_kernels(torch.nn.Linear(2, 2), "toy")
 
 
 @pytest.mark.slow
@@ -216,7 +217,7 @@ def test_every_kernel_choice_gives_the_same_logits_and_greedy_tokens(real_lm, mo
     with kernels_restored(real_lm.model):
         for mode in ("stock", *AVAILABLE[1:], "auto"):
             monkeypatch.setenv("PLAYGROUND_KERNELS", mode)
-            kernels.choose_linear_kernels(real_lm.model, real_lm.name)
+            use_measured_kernels(real_lm.model, real_lm.name)
             with torch.inference_mode():
                 logits = real_lm.model(ids[:, -1:]).logits  # one position, 4 rows
             results[mode] = (logits, compare(real_lm, PROMPT, ["greedy"], max_new_tokens=32).columns[0].tokens)
@@ -224,7 +225,7 @@ def test_every_kernel_choice_gives_the_same_logits_and_greedy_tokens(real_lm, mo
             monkeypatch.setenv("PLAYGROUND_KERNELS", "auto")
             monkeypatch.setenv("PLAYGROUND_PACK_MB", "10000")
             monkeypatch.setattr(kernels, "kernel_table", _packed_fastest)
-            kernels.choose_linear_kernels(real_lm.model, real_lm.name)
+            use_measured_kernels(real_lm.model, real_lm.name)
             with torch.inference_mode():
                 logits = real_lm.model(ids[:, -1:]).logits
             assert kernels.packed_bytes(real_lm.model) > 500e6  # every layer's copy, made on first use

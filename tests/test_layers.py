@@ -1,11 +1,12 @@
-"""The package's import rule: layers bottom up, no upward import, no circle (issue 15).
+"""The package's import rule: layers bottom up, no upward import, no circle.
 
     pure functions   errors, telemetry, metrics, kuramoto, rotation, plots, prompts, tables, timing, inputs,
-                     precision
-    models           attention, cache, kernels, norms, models
+                     precision, progress
+    models           attention, cache, kernels, norms, model_changes, model_source, devices, baseline,
+                     model_args, models
     samplers         samplers/*, calibration, columns   (a sampler knows only its StepView/Decision contract)
-    engine           rows, engine
-    front ends       facades, cli, bench, bench_quality, kuramoto_report, ui/*, the package itself
+    engine           rows, runs, engine
+    front ends       facades, cli, bench, bench_quality, kuramoto_report, phasegpt/*, ui/*, the package itself
 
 A module may import its own layer and the layers below it. Every import counts, those inside
 functions too (a lazy import is how a circle hides).
@@ -21,11 +22,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "playground"
 
 LAYERS = [
     ("pure functions", {"errors", "telemetry", "metrics", "kuramoto", "rotation", "plots", "prompts", "tables",
-                        "timing", "inputs", "precision"}),
-    ("models", {"attention", "cache", "kernels", "norms", "models"}),
+                        "timing", "inputs", "precision", "progress"}),
+    ("models", {"attention", "cache", "kernels", "norms", "model_changes", "model_source", "devices", "baseline",
+                "model_args", "models"}),
     ("samplers", {"samplers", "calibration", "columns"}),
-    ("engine", {"rows", "engine"}),
-    ("front ends", {"facades", "cli", "bench", "bench_quality", "kuramoto_report", "ui", "__init__", "__main__"}),
+    ("engine", {"rows", "runs", "engine"}),
+    ("front ends", {"facades", "cli", "bench", "bench_quality", "kuramoto_report", "phasegpt", "ui", "__init__",
+                    "__main__"}),
 ]
 
 
@@ -136,4 +139,11 @@ def test_the_help_lists_every_command_with_a_line_of_description(capsys):
     for name, (description, _, _) in cli.commands().items():
         assert name in text and description.split()[0] in text
         assert len(description) > 20 and "\n" not in description
-    assert set(cli.commands()) == {"compare", "presets", "calibrate", "bench", "kuramoto-report"}
+    assert set(cli.commands()) == {"compare", "presets", "calibrate", "bench", "kuramoto-report", "phasegpt"}
+
+
+def test_only_model_changes_reassigns_a_class():
+    """Every change made to a stock model is in model_changes.py: no other module swaps an object's class."""
+    swapping = sorted(name for name, path in modules().items()
+                      if "__class__ =" in path.read_text(encoding="utf-8"))
+    assert swapping == ["model_changes"]

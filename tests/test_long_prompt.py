@@ -1,4 +1,4 @@
-"""Long prompts and hostile input: a prefill linear in memory, today's tokens, the cap, text that is not text."""
+"""Long prompts and hostile input: a prefill linear in memory with a one-pass prefill's tokens, the cap, bad text."""
 from __future__ import annotations
 
 import gc
@@ -16,11 +16,12 @@ from playground.prompts import BENCHMARK_PROMPTS
 FOUR = ["greedy", "temperature", "phase_slip", "adaptive_entropy"]
 
 
-def full_attention_prefill(self, max_new_tokens: int = 0):
-    """The prefill before issue 12: the whole prompt in one eager pass with every attention map."""
-    out, cache = self.lm.forward(self.prompt.view(1, -1), None, output_attentions=self.need_attn, logits_to_keep=1)
-    self.rows = RowPlan(cache)
-    attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if self.need_attn else None
+def full_attention_prefill(self, run):
+    """A prefill of the whole prompt in one pass with every attention map (memory quadratic in the prompt)."""
+    out, cache = self.lm.forward(run.prompt_tensor.view(1, -1), None, output_attentions=run.need_attn,
+                                 logits_to_keep=1)
+    run.plan = RowPlan(cache)
+    attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if run.need_attn else None
     return out.logits[:, -1, :].float(), attn
 
 
@@ -45,7 +46,7 @@ def test_short_prompts_give_the_full_attention_prefills_tokens_and_r(real_lm, mo
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
 def test_a_2000_token_prompt_runs_in_memory_linear_in_the_prompt(real_lm):
-    prompt = "word " * 2000  # 2,001 tokens: the old prefill kept 30 x 9 x 2001^2 floats = 4.3 GB of attentions
+    prompt = "word " * 2000  # 2,001 tokens: a whole-prompt pass with weights keeps 30 x 9 x 2001^2 floats = 4.3 GB
     assert len(real_lm.encode(prompt)) == 2001
     runs = []
     gc.collect()
@@ -122,11 +123,11 @@ def test_a_run_that_fails_halfway_keeps_its_tokens(tiny_llama, monkeypatch):
     forward = Engine._forward
     calls = []
 
-    def failing(self, rows):
+    def failing(self, run, rows):
         calls.append(1)
         if len(calls) > 3:  # three decoding steps go through (the prefill is no step), then the model fails
             raise RuntimeError("out of memory (simulated)")
-        return forward(self, rows)
+        return forward(self, run, rows)
 
     monkeypatch.setattr(Engine, "_forward", failing)
     stream = Engine(tiny_llama).stream("Once upon a time", ["greedy"], RunOptions(max_new_tokens=10))

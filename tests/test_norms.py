@@ -6,7 +6,8 @@ import copy
 import pytest
 import torch
 
-from playground.norms import fuse_rms_norms, fused_norms
+from playground.model_changes import fuse_rms_norms
+from playground.norms import fused_norms
 
 
 def _llama(dtype=torch.float32):

@@ -99,11 +99,11 @@ def test_clean_cache_gets_one_position_equal_to_a_run_without_the_side_row(tiny_
     n_prompt = len(lm.encode(PROMPT))
     run = next(stream)
     for _ in range(6):
-        length = engine.cache.get_seq_length()
-        snapshot = [(layer.keys[:1].clone(), layer.values[:1].clone()) for layer in engine.cache.layers]
+        length = run.cache.get_seq_length()
+        snapshot = [(layer.keys[:1].clone(), layer.values[:1].clone()) for layer in run.cache.layers]
         token = run.columns[0].tokens[-1]
         run = next(stream)
-        cache = engine.cache
+        cache = run.cache
         assert cache.get_seq_length() == length + 1
         with torch.inference_mode():  # the same step with the clean row alone
             alone = DynamicCache(ddp_cache_data=snapshot, config=lm.model.config)

@@ -1,4 +1,4 @@
-"""The adaptive entropy sampler (AlphaSampler, ALGORITHMS.md section 4).
+"""The adaptive entropy sampler (AlphaSampler).
 
     logits, last-layer attention -> H_tok + H_attn = alpha -> moving average -> state
     smoothed alpha -> temperature, top_k, top_p, repetition_penalty -> processed distribution
@@ -6,7 +6,7 @@
                            -> score by their attention entropy -> lowest score wins
     otherwise:             draw from the processed distribution (the engine's draw)
 
-Decisions where the reference is silent (README "Adaptive entropy sampler"):
+Decisions where the published algorithm is silent:
 * the schedules take the SMOOTHED alpha, like the state, so state and parameters are one
   function of one number; ``smoothing_window=1`` gives the per-token (raw) behaviour;
 * the lookahead's candidates come from the processed distribution (repetition penalty,
@@ -82,7 +82,7 @@ def state_of(alpha: float, cold_point: float = 0.6, hot_point: float = 1.8) -> s
     return MIXED
 
 
-# ---- the four schedules (exactly the reference's formulas) --------------------------------
+# ---- the four schedules (exactly the published formulas) -----------------------------------
 
 
 def schedule_temperature(alpha: float) -> float:
@@ -142,7 +142,7 @@ def _finite(x: float) -> bool:
 
 @dataclass
 class AdaptiveSettings:
-    """Defaults are the reference's; smoothing_window=4 is ours (README explains why)."""
+    """Defaults are the published ones; smoothing_window=4 is ours (a 4-token average steadies the state)."""
 
     cold_point: float = setting(0.6, "smoothed α below this is COLD (lookahead, colder schedule)")
     hot_point: float = setting(1.8, "smoothed α above this is HOT")

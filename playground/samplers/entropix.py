@@ -1,4 +1,4 @@
-"""entropix (xjdr-alt/entropix, the torch port's sampler), ALGORITHMS.md section 8.
+"""entropix (xjdr-alt/entropix, the torch port's sampler).
 
     clean logits            -> ent = H_bits, vent = sum p (log2 p + ent)^2
     last layer's attention  -> attn_ent, attn_vent, agreement, interaction_strength

@@ -1,6 +1,6 @@
 """Phase-Slip: rotate the Value vectors of a copy of the KV cache, fuse its logits with the clean ones.
 
-Per generated token (ALGORITHMS.md section 3):
+Per generated token:
 
     side row  = copy of the clean cache; for the eligible (layer, KV head) pairs only, the Value
                 vectors of the last W generated positions are rotated by the angle phi

@@ -1,6 +1,6 @@
 """Temperature sampling and its chain of truncations (transformers' processors where they exist).
 
-The chain, in this order (ALGORITHMS.md section 8; processors that are off are left out):
+The chain, in this order (processors that are off are left out):
 
     repetition penalty -> DRY -> top-nσ -> temperature -> top-k -> top-p -> min-p
     -> typical-p -> epsilon -> eta -> XTC -> a draw from the renormalised distribution
@@ -108,7 +108,7 @@ def sample_decision(logits: torch.Tensor, input_ids: torch.Tensor, params: dict[
 
 @dataclass
 class ChainSettings:
-    """The chain's other members (ALGORITHMS.md section 8); every default is off."""
+    """The chain's other members; every default is off."""
 
     typical_p: float = setting(1.0, "typical-p: keep the tokens whose surprisal is nearest the entropy until "
                                     "their mass reaches typical_p (1 = off)")

@@ -1,0 +1,183 @@
+"""A run: everything one decoding owns, from its options to its KV cache.
+
+    Run      the prompt, options and columns (what a caller reads and exports), and the
+             decoding's own state: the prompt tensor, whether passes return attention
+             weights, and the row plan that holds the rows' layout and their KV cache
+    Column   one sampler's state: its generator, tokens, telemetry rows, and a lookahead
+             step waiting for its candidates' outputs
+    per step CleanStep (the clean distribution's statistics, read in one batch) and
+             StepRecord (what the sampler decided from it), named fields the loop passes on
+
+The Engine holds none of this: two Runs on one Engine decode one after the other or
+interleaved, each with its own cache and generators.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import metrics
+from .columns import ColumnSpec
+from .rows import RowPlan
+from .samplers import Sampler
+from .telemetry import DistributionStats, TokenRow
+
+
+@dataclass
+class RunOptions:
+    seed: int = 0
+    max_new_tokens: int = 50
+    chat: bool = False
+    record_order_parameter: bool = True  # Kuramoto R per token (needs attention weights)
+    probe_layer: int | None = None  # layer whose R is the column's order_parameter; None: ~58% depth
+
+
+def describe_branch(point: dict[str, Any]) -> str:
+    """``column 2, token 7: ' door' → ' gate'`` (1-based, as the page counts) from a Parent's JSON."""
+    return (f"column {point['column'] + 1}, token {point['step'] + 1}: "
+            f"{point.get('replaced_text', '')!r} → {point.get('token_text', '')!r}")
+
+
+@dataclass
+class Parent:
+    """Where a branch run comes from: the parent's column, the step whose token was replaced, the new token.
+
+    The branch's prompt ids are the parent's prompt text, tokenized as the parent's were, plus
+    ``continuation``: the parent's own continuation, its column's tokens before ``step``, and ``token``.
+    """
+
+    column: int
+    step: int
+    token: int
+    replaced: int | None  # the parent column's token at ``step``
+    prompt: str  # the parent's prompt text (the branch shares it)
+    continuation: list[int]
+    column_label: str = ""
+    token_text: str = ""
+    replaced_text: str = ""
+    continuation_text: str = ""  # the continuation before ``token``, decoded (the page shows it)
+
+    def describe(self) -> str:
+        return describe_branch(dataclasses.asdict(self))
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class CleanStep:
+    """What a step's clean distribution says about one row: read for all rows in one batch."""
+
+    stats: DistributionStats  # entropy, varentropy and log-probabilities of this row ([1, V], [1])
+    top_ids: list[int]  # the clean top-5
+    top_probs: list[float]
+    r_layers: list[float] | None  # Kuramoto R of every layer; None when not recorded
+
+
+@dataclass
+class StepRecord:
+    """One column's step between its sampler's decision and its telemetry row."""
+
+    clean: CleanStep
+    params: dict[str, Any]  # the sampling parameters in force
+    signals: dict[str, Any]  # the sampler's telemetry (fusion_alpha, state, ...)
+    drawn_from: torch.Tensor | None  # the distribution drawn from; None: a deterministic choice
+    candidates: list[int] | None = None  # a lookahead: tokens fed as rows next pass, one chosen after
+
+
+@dataclass
+class Column:
+    """A column's state: its sampler, its tokens so far and their telemetry."""
+
+    label: str
+    sampler_name: str
+    settings: Any
+    sampler: Sampler
+    generator: torch.Generator
+    spec: ColumnSpec | None = None  # as asked for (its label None where the label is made)
+    tokens: list[int] = field(default_factory=list)
+    rows: list[TokenRow] = field(default_factory=list)
+    finish_reason: str | None = None  # "eos", "length" or "stopped"
+    final_text: str | None = None  # decoded once the column finishes (special tokens skipped)
+    lookahead: StepRecord | None = None  # a step whose token awaits its candidates' outputs (choose())
+    decoded_tokens: int = 0  # tokens whose text has been given to a row (incremental decoding)
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def text(self) -> str:
+        """The column's text: streamed token pieces until it finishes, then the clean decode."""
+        return self.final_text if self.final_text is not None else "".join(r.text for r in self.rows)
+
+    def new_text(self, tokenizer: Any) -> str:
+        """The newest token's share of the decoded text; held back while a character is incomplete."""
+        ids, start = self.tokens, self.decoded_tokens
+        anchor = max(0, start - 4)  # a little context: some tokenizers decode a token differently alone
+        base = tokenizer.decode(ids[anchor:start]) if start > anchor else ""
+        full = tokenizer.decode(ids[anchor:])
+        if full.endswith("\ufffd") and len(ids) - start < 4:
+            return ""
+        self.decoded_tokens = len(ids)
+        return full[len(base):] if full.startswith(base) else full
+
+    def to_json(self, elapsed_s: float, prompt: str = "") -> dict[str, Any]:
+        return {
+            "sampler": self.sampler_name,
+            "label": self.label,
+            "settings": dataclasses.asdict(self.settings),
+            "spec": self.spec.to_dict() if self.spec else None,
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "tokens": [row.to_dict() for row in self.rows],
+            "metrics": metrics.column_metrics(self.rows, self.text, elapsed_s, prompt),
+        }
+
+
+@dataclass
+class Run:
+    """A whole run; the engine yields it after every step, updated in place."""
+
+    model: str
+    prompt: str
+    prompt_ids: list[int]
+    options: RunOptions
+    columns: list[Column]
+    parent: Parent | None = None  # set on a branch run
+    step: int = 0  # forward passes done after the prefill
+    elapsed_s: float = 0.0
+    done: bool = False
+    stopped: bool = False
+    # the decoding's own state (not exported)
+    prompt_tensor: torch.Tensor | None = field(default=None, repr=False)  # prompt_ids on the model's device
+    need_attn: bool = False  # passes return attention weights (R, or a sampler that reads them)
+    plan: RowPlan | None = field(default=None, repr=False)  # the rows' layout and their KV cache
+
+    @property
+    def cache(self) -> Any:
+        """The KV cache: one row per row of the last forward pass (None before the prefill)."""
+        return self.plan.cache if self.plan is not None else None
+
+    @property
+    def n_prompt(self) -> int:
+        return len(self.prompt_ids)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "seed": self.options.seed,
+            "prompt": self.prompt,
+            "prompt_ids": self.prompt_ids,
+            "chat": self.options.chat,
+            "max_new_tokens": self.options.max_new_tokens,
+            "probe_layer": self.options.probe_layer,
+            "record_order_parameter": self.options.record_order_parameter,
+            "parent": self.parent.to_json() if self.parent else None,
+            "stopped": self.stopped,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "columns": [c.to_json(self.elapsed_s, self.prompt) for c in self.columns],
+        }
