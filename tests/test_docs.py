@@ -223,6 +223,14 @@ def test_the_architecture_page_names_every_module():
     assert missing == []
 
 
+def test_the_architecture_page_lists_every_change_made_to_a_stock_model():
+    from playground.model_changes import CHANGES
+
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8").split("## Changes to the stock model", 1)[1]
+    listed = re.findall(r"^\| ([^|]+?) \|", text.split("\n## ", 1)[0], re.M)[1:]  # the header row left out
+    assert listed == [change.name for change in CHANGES]
+
+
 # words that tell how the project came to be; the docs say what it is (history goes to CHANGELOG.md)
 HISTORY = [r"ALGORITHMS\.md", r"\bissue\s[0-9]", r"this\ssession", r"previous\sbuild", r"the\sseeds\b",
            r"\bto[d]ay\b", r"\bthe\sreference\b", r"original\ssamplers", r"shared\sfolder"]
