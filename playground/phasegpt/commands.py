@@ -48,7 +48,12 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def _print(results: list[dict[str, Any]], as_json: bool) -> None:
     rows = [_summary(r) for r in results]
-    print(json.dumps(rows) if as_json else format_table(rows, list(rows[0]) if rows else []))
+    if as_json:
+        print(json.dumps(rows))
+    elif not rows:
+        print(f"no trained runs of these rows and seeds in {grid.runs_dir()}")
+    else:
+        print(format_table(rows, list(rows[0])))
 
 
 def _train_one(row: str, seed: int, steps: int | None, threads: int, causal_windows: int,
