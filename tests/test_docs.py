@@ -195,20 +195,41 @@ def test_cli_usage_in_the_docs_is_the_parsers_help():
         "docs/cli.md's usage differs from playground.cli's parsers: run python tests/test_docs.py"
 
 
+def reference_section(heading: str) -> str:
+    text = (DOCS / "reference.md").read_text(encoding="utf-8").split(f"## {heading}\n", 1)[1]
+    return text.split("\n## ", 1)[0]
+
+
 def test_the_presets_table_lists_every_preset():
     from playground.columns import PRESETS
 
-    text = (DOCS / "reference.md").read_text(encoding="utf-8").split("## Presets", 1)[1].split("\n## ", 1)[0]
-    listed = re.findall(r"^\| `([^`]+)` \|", text, re.M)
+    listed = re.findall(r"^\| `([^`]+)` \|", reference_section("Presets"), re.M)
     assert sorted(listed) == sorted(PRESETS)
+
+
+def test_the_telemetry_table_lists_every_field_of_a_token_row():
+    import dataclasses
+
+    from playground.telemetry import TokenRow
+
+    first_cells = re.findall(r"^\| (`[^|]+`) \|", reference_section("Telemetry"), re.M)
+    listed = [key for cell in first_cells for key in re.findall(r"`(\w+)`", cell)]
+    assert listed == [f.name for f in dataclasses.fields(TokenRow)]
+
+
+def test_the_run_metrics_list_names_every_metric_a_column_gets(tiny_llama):
+    from playground import Engine, RunOptions
+
+    run = Engine(tiny_llama).run("Hello there", ["greedy"], RunOptions(max_new_tokens=2)).to_json()
+    listed = set(re.findall(r"`(\w+)`", reference_section("Run metrics")))
+    assert set(run["columns"][0]["metrics"]) <= listed
 
 
 def test_the_run_json_keys_are_those_a_run_writes(tiny_llama):
     from playground import Engine, RunOptions
 
     run = Engine(tiny_llama).run("Hello there", ["greedy"], RunOptions(max_new_tokens=2)).to_json()
-    block = (DOCS / "reference.md").read_text(encoding="utf-8").split("## The run JSON", 1)[1]
-    block = re.search(r"```json\n(.*?)```", block, re.S).group(1)
+    block = re.search(r"```json\n(.*?)```", reference_section("The run JSON"), re.S).group(1)
     documented = set(re.findall(r"\"(\w+)\":", block))
     assert documented == set(run) | set(run["columns"][0])
 
