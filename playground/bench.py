@@ -18,6 +18,7 @@ from .columns import ColumnSpec, column_labels, preset, sweep
 from .engine import Engine, RunOptions
 from .kernels import MEASURED_ROWS, packed_bytes
 from .models import add_model_arguments, load_stock_model, model_from_arguments
+from .progress import say
 from .samplers import SAMPLERS, PlaygroundError
 from .timing import interleaved, tokens_per_second
 
@@ -312,9 +313,9 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise PlaygroundError(f"--only: unknown measure {', '.join(unknown)}; "
                               f"the measures are {', '.join(SPEED_MEASURES)}")
-    print("bench speed: loading the model", file=sys.stderr)
+    say("bench speed: loading the model")
     engine = Engine(model_from_arguments(args))
-    print("bench speed: warm-up run of every sampler (and Phase-Slip's calibration)", file=sys.stderr)
+    say("bench speed: a warm-up run of every sampler (and Phase-Slip's calibration)")
     engine.run(BENCH_PROMPT, list(SAMPLERS), RunOptions(max_new_tokens=4))  # before any clock starts
     result: dict[str, Any] = {"model": engine.lm.name, "device": str(engine.lm.device),
                               "dtype": str(engine.lm.dtype).removeprefix("torch."), "tokens": args.tokens,
