@@ -23,6 +23,8 @@ from playground.samplers.adaptive import (
 )
 from playground.samplers.temperature import sampling_probs
 
+from margins import assert_greedy_decided
+
 V = 64  # vocabulary of the constructed views
 
 
@@ -309,4 +311,5 @@ def test_real_model_runs_beside_greedy_and_temperature(real_lm):
     assert all(r.adaptive_alpha is None and r.state is None for r in greedy.rows + temperature.rows)
     # adaptive rows do not disturb their neighbours: greedy alone makes the same tokens
     alone = Engine(real_lm).run("Once upon a time", ["greedy"], RunOptions(seed=0, max_new_tokens=8))
+    assert_greedy_decided(alone.columns[0].rows)  # 1 row and 3+ rows run other kernels
     assert alone.columns[0].tokens == greedy.tokens

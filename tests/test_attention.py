@@ -6,6 +6,8 @@ import torch
 from playground import compare
 from playground.attention import GROUPED, register
 
+from margins import assert_draws_decided, assert_greedy_decided, recorded_draws
+
 PROMPT = "The ancient door creaked open"
 
 
@@ -42,7 +44,10 @@ def test_grouped_attention_gives_eager_logits_and_weights_with_grouped_query_hea
 def test_the_default_model_decodes_through_grouped_attention_with_eager_tokens_and_r(real_lm):
     assert real_lm.model.config._attn_implementation == GROUPED
     samplers = ["greedy", "adaptive_entropy"]
-    grouped = compare(real_lm, PROMPT, samplers, max_new_tokens=16)
+    with recorded_draws() as margins:
+        grouped = compare(real_lm, PROMPT, samplers, max_new_tokens=16)
+    assert_greedy_decided(grouped.columns[0].rows)  # two attention kernels: decided tokens only
+    assert_draws_decided(margins)
     real_lm.model.set_attn_implementation("eager")
     try:
         eager = compare(real_lm, PROMPT, samplers, max_new_tokens=16)

@@ -7,6 +7,8 @@ from transformers import DynamicCache
 from playground import compare
 from playground.cache import GrowingLayer, growing_cache
 
+from margins import assert_draws_decided, assert_greedy_decided, recorded_draws
+
 PROMPT = "The ancient door creaked open"
 
 
@@ -61,7 +63,10 @@ def test_capacity_stops_at_the_limit_and_grows_by_doubling_without_one(tiny_llam
 
 def test_runs_decode_the_same_tokens_through_the_growing_cache(real_lm, monkeypatch):
     samplers = ["greedy", "temperature", "phase_slip", "adaptive_entropy"]  # side rows, lookahead rows, re-indexing
-    growing = compare(real_lm, PROMPT, samplers, max_new_tokens=24, seed=3)
+    with recorded_draws() as margins:
+        growing = compare(real_lm, PROMPT, samplers, max_new_tokens=24, seed=3)
+    assert_greedy_decided(growing.columns[0].rows)  # two caches, other copies: decided tokens only
+    assert_draws_decided(margins)
     monkeypatch.setattr("playground.model_changes.growing_cache",
                         lambda config, capacity=None: DynamicCache(config=config))
     plain = compare(real_lm, PROMPT, samplers, max_new_tokens=24, seed=3)

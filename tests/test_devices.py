@@ -15,6 +15,8 @@ from playground.columns import ColumnSpec
 from playground.models import Float32Head, ModelLoadError, load_model, pick_device, pick_dtype
 from playground.prompts import BENCHMARK_PROMPTS
 
+from margins import assert_draws_decided, assert_greedy_decided, recorded_draws
+
 FOUR = ["greedy", "temperature", "phase_slip", "adaptive_entropy"]
 # every sampler, every chain member, the adaptive lookahead: each path that makes tensors
 EVERY_PATH = [*FOUR, "mirostat", "entropix",
@@ -33,7 +35,10 @@ def test_no_run_tensor_is_made_without_naming_its_device(real_lm):
     """With the default device set to ``meta``, a tensor made without ``device=`` lands there, and mixing
     it with the model's CPU tensors raises: every path of a run must name the model's device (or the
     CPU, for the random draws) to pass."""
-    expected = compare(real_lm, "The ancient door creaked open", EVERY_PATH, max_new_tokens=6, seed=3)
+    with recorded_draws() as margins:
+        expected = compare(real_lm, "The ancient door creaked open", EVERY_PATH, max_new_tokens=6, seed=3)
+    assert_greedy_decided(expected.columns[0].rows)  # the sdpa run below is another numeric path
+    assert_draws_decided(margins)
     torch.set_default_device("meta")
     try:
         run = compare(real_lm, "The ancient door creaked open", EVERY_PATH, max_new_tokens=6, seed=3)

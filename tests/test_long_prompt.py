@@ -13,6 +13,8 @@ from playground.engine import Engine, RunOptions
 from playground.rows import RowPlan
 from playground.prompts import BENCHMARK_PROMPTS
 
+from margins import assert_draws_decided, assert_greedy_decided, recorded_draws
+
 FOUR = ["greedy", "temperature", "phase_slip", "adaptive_entropy"]
 
 
@@ -34,7 +36,10 @@ def tokens_and_r(run):
 @pytest.mark.parametrize("prompt", [*BENCHMARK_PROMPTS, " ".join(BENCHMARK_PROMPTS) * 4])
 def test_short_prompts_give_the_full_attention_prefills_tokens_and_r(real_lm, monkeypatch, prompt):
     monkeypatch.setattr(models, "PREFILL_CHUNK", 64)  # the long one (~300 tokens) goes in several chunks
-    new = compare(real_lm, prompt, FOUR, seed=5, max_new_tokens=12)
+    with recorded_draws() as margins:
+        new = compare(real_lm, prompt, FOUR, seed=5, max_new_tokens=12)
+    assert_greedy_decided(new.columns[0].rows)  # two prefills, other kernels: decided tokens only
+    assert_draws_decided(margins)
     monkeypatch.setattr(Engine, "_prefill", full_attention_prefill)
     old = compare(real_lm, prompt, FOUR, seed=5, max_new_tokens=12)
     (new_tokens, new_r), (old_tokens, old_r) = tokens_and_r(new), tokens_and_r(old)

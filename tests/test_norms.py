@@ -9,6 +9,8 @@ import torch
 from playground.model_changes import fuse_rms_norms
 from playground.norms import fused_norms
 
+from margins import DECIDED
+
 
 def _llama(dtype=torch.float32):
     from transformers import AutoModelForCausalLM, LlamaConfig
@@ -41,7 +43,11 @@ def test_a_llamas_norms_run_in_one_call_and_its_logits_and_tokens_stay_the_same(
     ids = torch.randint(0, 300, (3, 9))
     with torch.inference_mode():
         before = model(ids).logits
-        greedy_before = model.generate(ids[:1], do_sample=False, max_new_tokens=12, pad_token_id=0)
+        greedy_before = model.generate(ids[:1], do_sample=False, max_new_tokens=12, pad_token_id=0,
+                                       output_scores=True, return_dict_in_generate=True)
+    top2 = torch.cat(greedy_before.scores).topk(2, dim=-1).values  # the norms' rounding must not decide a token
+    assert float((top2[:, 0] - top2[:, 1]).min()) > DECIDED
+    greedy_before = greedy_before.sequences
     names = sorted(model.state_dict())
     assert fuse_rms_norms(model) == 2 * 3 + 1 == fused_norms(model)
     assert all(type(m).forward is not type(m).__mro__[1].forward

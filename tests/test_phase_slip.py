@@ -22,6 +22,8 @@ from playground.samplers.phase_slip import (
 )
 from playground.samplers.temperature import sampling_probs
 
+from margins import assert_draws_decided, recorded_draws
+
 PROMPT = "The ancient door creaked open"
 
 
@@ -143,6 +145,10 @@ def test_noise_zero_gives_the_temperature_tokens_in_the_same_run(real_lm, monkey
         ColumnSpec("phase_slip", {**sampling, "noise_scale": 0.5, "calibrate": False}),
     ], RunOptions(seed=11, max_new_tokens=14, record_order_parameter=False))
     temperature, quiet, noisy = run.columns
+    with recorded_draws() as margins:  # fusion rounds the logits: equal tokens only on decided draws
+        Engine(real_lm).run(PROMPT, [ColumnSpec("temperature", sampling)],
+                            RunOptions(seed=11, max_new_tokens=14, record_order_parameter=False))
+    assert_draws_decided(margins)
     assert quiet.tokens == temperature.tokens
     assert max(seen[0.0]) < 1e-4  # perturbed logits = clean logits, to float tolerance
     assert max(seen[0.5]) > 0.1  # the control: a real rotation moves the logits
