@@ -6,6 +6,10 @@ class PlaygroundError(ValueError):
     """Bad input from a user: the message says what and how to fix it."""
 
 
+class ModelLoadError(PlaygroundError):
+    """A model could not be loaded (an unknown id, device or dtype); the message names it."""
+
+
 class SettingsError(PlaygroundError):
     """A sampler setting is unknown or out of range."""
 

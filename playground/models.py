@@ -23,12 +23,12 @@ from typing import Any
 import torch
 
 from .baseline import load_stock_model
-from .devices import DTYPE_ALIASES, DTYPES, _mps_available, pick_device, pick_dtype
-from .errors import PlaygroundError
+from .devices import DTYPE_ALIASES, DTYPES, pick_device, pick_dtype
+from .errors import ModelLoadError, PlaygroundError
 from .model_args import add_model_arguments
 from .model_changes import GROUPED_MODEL_TYPES, Float32Head, apply_changes, kv_cache, stock_requested
 from .model_source import (BUNDLED_FILE, BUNDLED_NAME, BUNDLED_PACKAGE, DEFAULT_MODEL, HUB_DEFAULT_ID,
-                           ModelLoadError, bundled_gguf, cache_dir, check_reachable, converted_bundled_model,
+                           bundled_gguf, cache_dir, check_reachable, converted_bundled_model,
                            quiet_transformers, resolve_model_id)
 
 PREFILL_CHUNK = 4096  # prompt tokens per prefill pass through sdpa: bounds the activations

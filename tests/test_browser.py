@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -15,18 +14,16 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 from playground import ui  # noqa: E402
 
+from app_server import served_app  # noqa: E402
+
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 RUN_TIMEOUT_MS = 240_000  # the machine is shared; a hang still fails
 
 
 @pytest.fixture(scope="module")
 def server(real_lm):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo = ui.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield demo
-    demo.close()
+    with served_app() as demo:
+        yield demo
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ runs does not stop the session's next run."""
 from __future__ import annotations
 
 import re
-import socket
 import time
 
 import pytest
@@ -15,6 +14,8 @@ from gradio_client.utils import Status
 from playground import ui
 from playground.columns import ColumnSpec
 
+from app_server import served_app
+
 TIMEOUT_S = 240  # generous: the machine is shared; a hang still fails
 LONG = 1024  # tokens: a run that lasts until it is stopped
 
@@ -23,12 +24,8 @@ LONG = 1024  # tokens: a run that lasts until it is stopped
 def server(real_lm):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("PLAYGROUND_CONCURRENCY", "2")  # two decodings at once; a third waits in the queue
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        demo = ui.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield demo
-    demo.close()
+        with served_app() as demo:
+            yield demo
 
 
 def client(server) -> Client:
