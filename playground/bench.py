@@ -281,6 +281,67 @@ def long_prompt(engine: Engine, args) -> dict[str, Any]:
             "long_prompt_peak_gb": None if peak is None else round(peak, 3)}
 
 
+WHY_TOKENS = 500  # "why this token" is timed at this token of an 8-column run
+
+
+@speed_measure
+def trace_overhead(engine: Engine, args) -> dict[str, Any]:
+    """Wall time of a 4-column run that records every token's chain trace (and so its divergences) over
+    the same run without; the page's bytes per streamed and final update, and the JSON export's per token."""
+    from .ui import render, why
+
+    specs = four_columns()
+    runs: dict[bool, Any] = {}
+
+    def run(record: bool):
+        def go():
+            runs[record] = engine.run(BENCH_PROMPT, specs, RunOptions(seed=args.seed, max_new_tokens=args.tokens,
+                                                                       record_traces=record))
+            return sum(len(c.tokens) for c in runs[record].columns)
+        return go
+
+    samples = interleaved({"with": run(True), "without": run(False)}, args.repeats)
+    seconds = {k: min(t for t, _ in v) for k, v in samples.items()}
+    traced, bare = runs[True], runs[False]
+    tokens = sum(len(c.tokens) for c in traced.columns)
+    exported = len(json.dumps(traced.to_json(), ensure_ascii=False))
+    without_divergences = len(json.dumps({**traced.to_json(), "divergences": []}, ensure_ascii=False))
+    final = len(render.columns_html(traced)) + len(why.parts_html(traced.to_json()))
+    return {"traces_vs_none": round(seconds["with"] / seconds["without"], 3),
+            "streamed_update_bytes": len(render.columns_html(traced, detail=False)),
+            "streamed_update_bytes_without_traces": len(render.columns_html(bare, detail=False)),
+            "final_update_bytes": final,
+            "final_update_bytes_without_explain": len(render.columns_html(traced, mark_parts=False)),
+            "export_bytes_per_token": round(exported / tokens, 1),
+            "export_divergence_bytes_per_token": round((exported - without_divergences) / tokens, 1),
+            "trace_json_bytes_per_token": round(len(json.dumps(traced.to_json(traces=True))) / tokens
+                                                - exported / tokens, 1)}
+
+
+@speed_measure
+def why_latency(engine: Engine, args) -> dict[str, Any]:
+    """The page's "why this token" handler (the trace read from the session, rendered as the stage table) at
+    token ``WHY_TOKENS`` of an 8-column run (``--tokens`` with --quick), and a pair's two traces side by side."""
+    from .traces import RunTraces
+    from .ui.handlers import why_token
+
+    n = args.tokens if args.quick else WHY_TOKENS
+    run = engine.run(BENCH_PROMPT, eight_columns(), RunOptions(seed=args.seed, max_new_tokens=n))
+    step = min(len(c.tokens) for c in run.columns) - 1
+    kept: RunTraces = run.recorded_traces()
+    result = run.to_json()
+    one = json.dumps({"tokens": [{"column": 7, "step": step}]})
+    two = json.dumps({"tokens": [{"column": 0, "step": step}, {"column": 4, "step": step}]})
+    times = {"one": [], "two": []}
+    for _ in range(max(3, args.repeats)):
+        for key, payload in (("one", one), ("two", two)):
+            start = time.perf_counter()
+            html_out = why_token(payload, kept, result)
+            times[key].append(time.perf_counter() - start)
+    return {"why_at_token": step + 1, "why_ms": round(min(times["one"]) * 1000, 2),
+            "why_pair_ms": round(min(times["two"]) * 1000, 2), "why_html_bytes": len(html_out)}
+
+
 QUICK_TOKENS, QUICK_REPEATS = 16, 1  # bench speed --quick
 
 

@@ -45,6 +45,8 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
     p.add_argument("--set", action="append", metavar="SAMPLER.KEY=VALUE", help="change one setting")
     p.add_argument("--probe-layer", type=int, default=None, help="layer whose Kuramoto R is reported")
+    p.add_argument("--explain", action="store_true", help="after the texts, where each pair of columns parts and why")
+    p.add_argument("--traces", action="store_true", help="with --json: every token's chain trace too")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -75,7 +77,7 @@ def run_compare(args: argparse.Namespace) -> int:
     options = RunOptions(seed=args.seed, max_new_tokens=args.max_new_tokens, chat=args.chat,
                          probe_layer=args.probe_layer)
     lm = model_from_arguments(args)
-    result = Engine(lm).run(args.prompt, specs, options).to_json()
+    result = Engine(lm).run(args.prompt, specs, options).to_json(traces=args.traces)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, default=str))
         return 0
@@ -85,6 +87,9 @@ def run_compare(args: argparse.Namespace) -> int:
         print(args.prompt + col["text"] + "\n")
     table = [{"column": c["label"], **c["metrics"]} for c in result["columns"]]
     print(format_table(table, list(table[0])))
+    if args.explain:
+        print("\nwhere the columns part:")
+        print("\n".join(f"  {d['sentence']}" for d in result["divergences"]) or "  (one column: nothing to compare)")
     return 0
 
 
@@ -134,7 +139,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]]:
     """The subcommands: name -> (one-line description, add its arguments, run it)."""
-    from . import bench, kuramoto_report
+    from . import bench, explain, kuramoto_report
     from .phasegpt import commands as phasegpt
 
     def first_line(doc: str | None) -> str:
@@ -144,6 +149,7 @@ def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]
         "compare": (first_line(run_compare.__doc__), _add_compare, run_compare),
         "presets": (first_line(run_presets.__doc__), _add_presets, run_presets),
         "calibrate": (first_line(run_calibrate.__doc__), _add_calibrate, run_calibrate),
+        "explain": (first_line(explain.run.__doc__), explain.add_arguments, explain.run),
         "bench": ("Benchmarks: speed ratios measured in one run, or the quality table", bench.add_arguments, bench.run),
         "kuramoto-report": ("Does the per-token Kuramoto R separate greedy from T = 1 text? (AUC per prompt)",
                             kuramoto_report.add_arguments, kuramoto_report.run),

@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import PlaygroundError, SettingsError
 from .samplers import SAMPLERS, changed_settings, describe_settings, make_settings
+from .samplers.temperature import TEMPERATURE_LAST
 
 MAX_COLUMNS = 8
 
@@ -224,6 +225,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
             ("xtc_probability", 0.5))),
     Preset("top-n-sigma-1-t-1.5", "top-nσ 1.0 at T = 1.5: a hot temperature the σ cut keeps coherent", "temperature",
            (("temperature", 1.5), ("top_k", 0), ("top_p", 1.0), ("top_n_sigma", 1.0))),
+    Preset("temperature-last", "min-p 0.1 and T 1.5 with temperature after the truncations, as "
+           "text-generation-webui's temperature_last (top-k 0, top-p 1)", "temperature",
+           (("temperature", 1.5), ("top_k", 0), ("top_p", 1.0), ("min_p", 0.1), ("order", TEMPERATURE_LAST))),
     Preset("mirostat-5", "mirostat v2 at τ = 5 bits, η 0.1", "mirostat", (("tau", 5.0),)),
     Preset("entropix", "entropix's quadrant sampler with the public torch port's defaults (T 0.666, top-k 27, "
            "top-p 0.9), its defects fixed", "entropix"),

@@ -35,14 +35,17 @@ from typing import Any, Iterator, Protocol
 
 import torch
 
-from . import kuramoto
+from . import kuramoto, traces
 from .columns import MAX_COLUMNS, ColumnSpec, check_columns, column_from_dict, column_labels
+from .draw import draw
 from .inputs import prompt_ids
 from .models import LoadedModel
 from .rows import Row, RowPlan, RowRequest
 from .runs import CleanStep, Column, Parent, Run, RunOptions, StepRecord, describe_branch
 from .samplers import Decision, PlaygroundError, RunContext, StepView, make_settings, sampler_class
+from .samplers.base import Stage, point_mass
 from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, sampler_view, top_alternatives
+from .traces import ChainTrace
 
 MAX_NEW_TOKENS = 1024
 WEIGHTED_PREFILL_TOKENS = 128  # a prompt up to this long goes in with its attention weights in one pass
@@ -81,20 +84,6 @@ def check_options(lm: LoadedModel, prompt: str, options: RunOptions, continuatio
             f"the prompt is {len(ids)} tokens; with max_new_tokens={n} that exceeds the model's "
             f"context of {lm.max_context} tokens: shorten the prompt or ask for fewer tokens")
     return ids
-
-
-def draw(probs: torch.Tensor, u: float) -> int:
-    """Inverse-CDF draw: the first token whose cumulative probability exceeds u * total.
-
-    On the CPU in float64 whatever the device: the same distribution gives the same token anywhere.
-    """
-    probs = probs.detach().to("cpu", torch.float64)
-    cdf = torch.cumsum(probs, dim=0)
-    index = int(torch.searchsorted(cdf, u * cdf[-1], right=True))
-    index = min(index, probs.shape[0] - 1)
-    while probs[index] <= 0:  # u at the very top of the CDF: step back onto a real token
-        index -= 1
-    return index
 
 
 class Engine:
@@ -152,7 +141,7 @@ class Engine:
             columns = self._make_columns(specs, settings, options, prompt_tensor)
         need_attn = options.record_order_parameter or any(c.sampler.needs_attentions for c in columns)
         return Run(model=self.lm.name, prompt=prompt, prompt_ids=ids, options=options, columns=columns,
-                   parent=parent, prompt_tensor=prompt_tensor, need_attn=need_attn)
+                   parent=parent, prompt_tensor=prompt_tensor, need_attn=need_attn, piece=self.lm.piece)
 
     def prefill(self, run: Run) -> None:
         """The prompt into the run's cache, and every column's first token."""
@@ -270,14 +259,18 @@ class Engine:
     def _decide_all(self, run: Run, main, sides, logits, attn, step_ms: float) -> None:
         running = [c for c, col in enumerate(run.columns) if not col.done]
         observed = self._observe(run, [main[c] for c in running], logits, attn)
+        trace = run.options.record_traces
         for c, clean in zip(running, observed):
             col = run.columns[c]
             view = self._view(run, col, main[c], logits, attn, sides.get(c))
+            view.record_stages = trace
             decision: Decision = col.sampler.decide(view)
             # one draw per step, always, on the CPU generator
             u = float(torch.rand((), generator=col.generator, dtype=torch.float64, device="cpu"))
             record = StepRecord(clean=clean, params=dict(decision.params), signals=dict(decision.signals),
-                                drawn_from=decision.probs)  # drawn_from None: a deterministic choice
+                                drawn_from=decision.probs,  # drawn_from None: a deterministic choice
+                                u=u, own_choice=decision.token is not None, stages=decision.stages,
+                                logits=view.logits if trace else None)
             if decision.candidates:
                 record.candidates = list(decision.candidates)
                 col.lookahead = record
@@ -296,11 +289,26 @@ class Engine:
                           r_layers=[round(x, 6) for x in r_layers[i]] if r_layers else None)
                 for i in range(len(rows))]
 
+    def _trace(self, run: Run, col: Column, record: StepRecord, token: int) -> ChainTrace:
+        """The chain trace of this token; each stage's draw at u while the column shares its history."""
+        stages, lookahead, how = record.stages, None, traces.OWN if record.own_choice else traces.DRAW
+        if record.candidates:
+            how, scores = traces.LOOKAHEAD, record.signals.get("lookahead_scores", [])
+            lookahead = {"candidates": record.candidates, "scores": scores, "chosen": token}
+            stages = [*stages, Stage("lookahead", f"{len(record.candidates)} candidates, the calmest attention wins",
+                                     probs=point_mass(record.logits, token))]
+        with_draws = bool(run.partners[run.columns.index(col)])
+        return traces.chain_trace(len(col.tokens), record.logits, stages, token, record.u, how,
+                                  final=record.drawn_from, with_draws=with_draws, lookahead=lookahead)
+
     def _emit(self, run: Run, col: Column, record: StepRecord, token: int, step_ms: float) -> None:
         """Append the chosen token and its telemetry row; finish the column on EOS or length."""
         clean, signals = record.clean, record.signals
         stats = clean.stats
+        if record.logits is not None:
+            col.traces.append(self._trace(run, col, record, token))
         col.tokens.append(token)
+        run.note_token(run.columns.index(col))
         view = sampler_view(record.drawn_from, token, clean.top_ids)
         logprob = float(stats.log_probs[0, token])
         extra = {k: v for k, v in signals.items() if k not in SIGNAL_FIELDS}

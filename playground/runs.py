@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from . import metrics
 from .columns import ColumnSpec
+from .divergence import Divergence, divergences
 from .rows import RowPlan
 from .samplers import Sampler
 from .telemetry import DistributionStats, TokenRow
+from .traces import ChainTrace, RunTraces
 
 
 @dataclass
@@ -33,6 +35,7 @@ class RunOptions:
     chat: bool = False
     record_order_parameter: bool = True  # Kuramoto R per token (needs attention weights)
     probe_layer: int | None = None  # layer whose R is the column's order_parameter; None: ~58% depth
+    record_traces: bool = True  # each token's chain trace (traces.py), kept on the run, not exported
 
 
 def describe_branch(point: dict[str, Any]) -> str:
@@ -86,6 +89,10 @@ class StepRecord:
     signals: dict[str, Any]  # the sampler's telemetry (fusion_alpha, state, ...)
     drawn_from: torch.Tensor | None  # the distribution drawn from; None: a deterministic choice
     candidates: list[int] | None = None  # a lookahead: tokens fed as rows next pass, one chosen after
+    u: float = 0.0  # the column's uniform number at this step
+    own_choice: bool = False  # the sampler chose the token itself (argmax, best of n), not the draw at u
+    stages: list[Any] = field(default_factory=list)  # the decision's stages (the chain trace's input)
+    logits: torch.Tensor | None = None  # the clean logits (kept only while a trace is to be made)
 
 
 @dataclass
@@ -104,6 +111,7 @@ class Column:
     final_text: str | None = None  # decoded once the column finishes (special tokens skipped)
     lookahead: StepRecord | None = None  # a step whose token awaits its candidates' outputs (choose())
     decoded_tokens: int = 0  # tokens whose text has been given to a row (incremental decoding)
+    traces: list[ChainTrace] = field(default_factory=list)  # one per token, when the run records them
 
     @property
     def done(self) -> bool:
@@ -156,6 +164,22 @@ class Run:
     prompt_tensor: torch.Tensor | None = field(default=None, repr=False)  # prompt_ids on the model's device
     need_attn: bool = False  # passes return attention weights (R, or a sampler that reads them)
     plan: RowPlan | None = field(default=None, repr=False)  # the rows' layout and their KV cache
+    partners: list[set[int]] = field(default_factory=list, repr=False)  # columns whose tokens agree so far
+    piece: Callable[[int], str] = field(default=str, repr=False)  # a token's text (the model's tokenizer)
+
+    def __post_init__(self):
+        if not self.partners:
+            self.partners = [set(range(len(self.columns))) - {c} for c in range(len(self.columns))]
+
+    def note_token(self, c: int) -> None:
+        """Column ``c`` took a token: it parts from every partner whose token at that step differs."""
+        tokens = self.columns[c].tokens
+        i = len(tokens) - 1
+        for o in list(self.partners[c]):
+            other = self.columns[o]
+            if (len(other.tokens) > i and other.tokens[i] != tokens[i]) or (other.done and len(other.tokens) <= i):
+                self.partners[c].discard(o)
+                self.partners[o].discard(c)
 
     @property
     def cache(self) -> Any:
@@ -166,7 +190,29 @@ class Run:
     def n_prompt(self) -> int:
         return len(self.prompt_ids)
 
-    def to_json(self) -> dict[str, Any]:
+    def divergences(self) -> list[Divergence]:
+        """Where each pair of columns parts, and which stage parted them (empty without traces)."""
+        return divergences([c.label for c in self.columns], [c.tokens for c in self.columns],
+                           [c.traces for c in self.columns], self.piece)
+
+    def recorded_traces(self) -> RunTraces:
+        """Every token's chain trace, by column (empty lists where the run recorded none)."""
+        return RunTraces([c.traces for c in self.columns], self.piece)
+
+    def trace(self, column: int, step: int) -> dict[str, Any]:
+        """Token ``step`` of column ``column``'s chain trace, as JSON (0-based; a PlaygroundError if absent)."""
+        return self.recorded_traces().trace(column, step)
+
+    def to_json(self, traces: bool = False) -> dict[str, Any]:
+        """The run as the CLI, the page and the exports write it; ``traces``: every token's chain trace too."""
+        data = self._json()
+        data["divergences"] = [d.to_json() for d in self.divergences()]
+        if traces:
+            for column, c in zip(data["columns"], self.columns):
+                column["traces"] = [t.to_json(self.piece) for t in c.traces]
+        return data
+
+    def _json(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "seed": self.options.seed,

@@ -429,3 +429,59 @@ def test_a_stop_while_the_run_waits_in_the_queue_ends_it_and_keeps_the_last_run(
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "stopped-before-start.png"), full_page=False)
     page.close()
+
+
+def test_why_this_token_and_where_the_columns_part_as_a_user_would(browser, server):
+    page = open_page(browser, server.local_url)
+    page.locator("#pg-prompt textarea").fill("The lighthouse keeper climbed the stairs and")
+    set_number(page, "#pg-max-tokens input[type=number]", 12)
+    page.locator("#pg-run").click()
+    page.wait_for_selector("#pg-status[data-state='done']", timeout=RUN_TIMEOUT_MS)
+
+    token = page.locator("#pg-columns .pg-card[data-column='1'] .pg-tok").nth(2)  # temperature, token 3
+    chosen_text = token.inner_text()
+    token.click()
+    why = page.locator("#pg-columns .pg-alts .pg-why-btn")
+    why.focus()
+    start = time.perf_counter()
+    page.keyboard.press("Enter")  # reachable by keyboard: the menu's buttons take Enter
+    page.wait_for_selector("#pg-why .pg-why-trace[data-column='1'][data-step='2'] .pg-why-table", timeout=60_000)
+    print(f"why this token: table shown {1000 * (time.perf_counter() - start):.0f} ms after the key press")
+    table = page.locator("#pg-why .pg-why-table")
+    stages = table.locator("thead .pg-why-stage").all_inner_texts()
+    assert stages == ["clean", "temperature", "top_k", "top_p"]  # the temperature column's defaults
+    chosen = table.locator("tr.pg-why-chosen")
+    assert chosen.count() == 1 and chosen_text.strip() in chosen.locator("th").inner_text()
+    assert chosen.locator("td.pg-why-removed").count() == 0  # the chosen token survives every stage
+    removed = table.locator("tbody tr[data-removed-by='top_p']")
+    assert removed.count() >= 1  # the clean top-10 reaches below the 0.92 nucleus
+    for i in range(removed.count()):
+        cells = removed.nth(i).locator("td")
+        assert "pg-why-removed" in cells.nth(3).get_attribute("class")
+        assert "top_p" in cells.nth(3).inner_text()
+        assert "pg-why-removed" not in (cells.nth(2).get_attribute("class") or "")
+
+    parts = page.locator("#pg-parts .pg-pair")
+    assert parts.count() >= 1
+    first = parts.first
+    a, b, step = (int(first.get_attribute(k)) for k in ("data-a", "data-b", "data-step"))
+    sentence = first.inner_text()
+    assert sentence.startswith(f"columns {a + 1} and {b + 1} part at token {step + 1}: both drew u = ")
+    if a == 0:  # the card of column b marks where it parts from column 1
+        mark = page.locator(f"#pg-columns .pg-card[data-column='{b}'] .pg-tok.pg-part")
+        assert mark.count() == 1 and mark.get_attribute("data-step") == str(step)
+    first.click()
+    page.wait_for_function("() => document.querySelectorAll('#pg-why .pg-why-trace').length === 2", timeout=60_000)
+    shown = page.locator("#pg-why .pg-why-trace")
+    assert [shown.nth(i).get_attribute("data-column") for i in range(2)] == [str(a), str(b)]
+    assert page.locator("#pg-why .pg-why-sentence").inner_text() == sentence
+
+    page.locator("#pg-parts select.pg-ref").select_option("1")  # marks now say where each card leaves column 2
+    page.wait_for_function("() => [...document.querySelectorAll('#pg-columns .pg-part')].every("
+                           "t => t.dataset.partFrom === '2')", timeout=10_000)
+    page.set_viewport_size({"width": 390, "height": 900})  # a phone: the two traces stack, none wider
+    for i in range(2):
+        assert shown.nth(i).bounding_box()["width"] <= 390
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#pg-why").screenshot(path=str(ARTIFACTS / "why-phone.png"))
+    page.close()

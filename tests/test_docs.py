@@ -130,7 +130,7 @@ def command_lines(page: Path) -> list[str]:
     commands = []
     for block in re.findall(r"^```bash\n(.*?)^```", page.read_text(encoding="utf-8"), re.M | re.S):
         for line in block.replace("\\\n", " ").splitlines():
-            line = line.split(" #")[0].strip()
+            line = line.split(" #")[0].split(" > ")[0].strip()  # the shell's comment and redirection are not arguments
             if line.startswith("python -m playground"):
                 commands.append(line)
     return commands

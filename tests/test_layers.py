@@ -1,12 +1,13 @@
 """The package's import rule: layers bottom up, no upward import, no circle.
 
     pure functions   errors, telemetry, metrics, kuramoto, rotation, plots, prompts, tables, timing, inputs,
-                     precision, progress
+                     precision, progress, draw
     models           attention, cache, kernels, norms, model_changes, model_source, devices, baseline,
                      model_args, models
-    samplers         samplers/*, calibration, columns   (a sampler knows only its StepView/Decision contract)
+    samplers         samplers/*, calibration, columns, traces, divergence   (a sampler knows only its
+                     StepView/Decision contract; a trace reads the stages a Decision lists)
     engine           rows, runs, engine
-    front ends       facades, cli, bench, bench_quality, kuramoto_report, phasegpt/*, ui/*, the package itself
+    front ends       facades, cli, explain, bench, bench_quality, kuramoto_report, phasegpt/*, ui/*, the package itself
 
 A module may import its own layer and the layers below it. Every import counts, those inside
 functions too (a lazy import is how a circle hides).
@@ -22,12 +23,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "playground"
 
 LAYERS = [
     ("pure functions", {"errors", "telemetry", "metrics", "kuramoto", "rotation", "plots", "prompts", "tables",
-                        "timing", "inputs", "precision", "progress"}),
+                        "timing", "inputs", "precision", "progress", "draw"}),
     ("models", {"attention", "cache", "kernels", "norms", "model_changes", "model_source", "devices", "baseline",
                 "model_args", "models"}),
-    ("samplers", {"samplers", "calibration", "columns"}),
+    ("samplers", {"samplers", "calibration", "columns", "traces", "divergence"}),
     ("engine", {"rows", "runs", "engine"}),
-    ("front ends", {"facades", "cli", "bench", "bench_quality", "kuramoto_report", "phasegpt", "ui", "__init__",
+    ("front ends", {"facades", "cli", "explain", "bench", "bench_quality", "kuramoto_report", "phasegpt", "ui", "__init__",
                     "__main__"}),
 ]
 
@@ -139,7 +140,8 @@ def test_the_help_lists_every_command_with_a_line_of_description(capsys):
     for name, (description, _, _) in cli.commands().items():
         assert name in text and description.split()[0] in text
         assert len(description) > 20 and "\n" not in description
-    assert set(cli.commands()) == {"compare", "presets", "calibrate", "bench", "kuramoto-report", "phasegpt"}
+    assert set(cli.commands()) == {"compare", "presets", "calibrate", "explain", "bench", "kuramoto-report",
+                                   "phasegpt"}
 
 
 def test_only_model_changes_reassigns_a_class():

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .base import Decision, PlaygroundError, RunContext, Sampler, StepView, require, setting
+from .base import Decision, PlaygroundError, RunContext, Sampler, Stage, StepView, require, setting
 from .temperature import sampling_probs
 
 COLD, MIXED, HOT = "COLD", "MIXED", "HOT"
@@ -201,15 +201,17 @@ class AdaptiveEntropySampler(Sampler):
         smoothed = sum(self.alphas) / len(self.alphas)
         state = state_of(smoothed, s.cold_point, s.hot_point)
         params = schedule(smoothed)
+        stages = [Stage("alpha", f"α={smoothed:.3f} (smoothed), {state}: " + ", ".join(
+            f"{k}={v:.3g}" for k, v in params.items()))] if view.record_stages else None
         probs = sampling_probs(view.logits, view.input_ids, params["temperature"], params["top_k"],
                                params["top_p"], repetition_penalty=params["repetition_penalty"],
-                               penalty_ids=view.input_ids[-s.repetition_window:])
+                               penalty_ids=view.input_ids[-s.repetition_window:], stages=stages)
         signals = {"adaptive_alpha": alpha, "adaptive_alpha_smoothed": smoothed, "state": state,
                    "token_entropy": h_token, "attention_entropy": h_attention, "lookahead": False}
         if s.lookahead and state == COLD:
             return Decision(candidates=lookahead_candidates(probs, s.spec_top_k, s.spec_top_p),
-                            params=params, signals=signals)
-        return Decision(probs=probs, params=params, signals=signals)
+                            params=params, signals=signals, stages=stages or [])
+        return Decision(probs=probs, params=params, signals=signals, stages=stages or [])
 
     def choose(self, views: list[StepView]) -> tuple[int, dict[str, Any]]:
         s = self.settings

@@ -10,6 +10,10 @@ and the telemetry. Per step the engine runs ONE batched forward pass; a sampler 
   sampler's lookahead). The chosen row simply becomes the column's row, so a lookahead costs
   extra rows, never an extra pass;
 * attention weights (``needs_attentions``).
+
+Stages. When the view asks for them (``StepView.record_stages``), a sampler lists in its Decision
+the stages it really applied after the clean logits, in order (``Stage``): the tensors it computed
+anyway, kept by reference, so the chain trace (traces.py) reads the very floats it drew from.
 """
 from __future__ import annotations
 
@@ -33,6 +37,30 @@ class StepView:
     n_prompt: int
     attentions: torch.Tensor | None = None  # [layers, heads, n] newest query's attention row
     extra_logits: torch.Tensor | None = None  # [n_extra, V] logits of the side rows
+    record_stages: bool = False  # list the decision's stages in Decision.stages (the chain trace)
+
+
+@dataclass
+class Stage:
+    """One stage of a sampler's decision: its name, its parameter, and the distribution after it.
+
+    ``scores``: logits-like [V] whose softmax is that distribution; ``probs``: the distribution itself;
+    both None: a stage that sets parameters and leaves the distribution as it was (α, a quadrant).
+    ``side``: a distribution beside the chain, not a step of it (Phase-Slip's perturbed row).
+    """
+
+    name: str
+    param: str = ""
+    scores: torch.Tensor | None = None
+    probs: torch.Tensor | None = None
+    side: bool = False
+
+
+def point_mass(like: torch.Tensor, token: int) -> torch.Tensor:
+    """The distribution of a deterministic choice: 1 at ``token``, 0 elsewhere, shaped as ``like`` [V]."""
+    probs = torch.zeros(like.shape[-1], dtype=torch.float32, device=like.device)
+    probs[token] = 1.0
+    return probs
 
 
 @dataclass
@@ -48,6 +76,7 @@ class Decision:
     candidates: list[int] | None = None  # feed these as rows next step, then call choose()
     params: dict[str, Any] = field(default_factory=dict)  # sampling parameters in force
     signals: dict[str, Any] = field(default_factory=dict)  # telemetry: fusion_alpha, state, ...
+    stages: list[Stage] = field(default_factory=list)  # after the clean logits, in order (record_stages)
 
 
 @dataclass

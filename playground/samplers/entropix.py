@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..precision import wide
-from .base import Decision, PlaygroundError, RunContext, Sampler, StepView, require, setting
+from .base import Decision, PlaygroundError, RunContext, Sampler, Stage, StepView, point_mass, require, setting
 from .temperature import check_sampling_params, sampling_probs
 
 LELV, HELV, LEHV, HEHV, MIDDLE = "LELV", "HELV", "LEHV", "HEHV", "MIDDLE"
@@ -160,19 +160,29 @@ class EntropixSampler(Sampler):
         stats = {"ent": ent, "vent": vent, **attention_stats(view.attentions[-1], view.input_ids.numel())}
         state = quadrant(ent, vent)
         signals = {"state": state, **{k: round(v, 6) for k, v in stats.items()}}
+        trace = view.record_stages
         if state == LELV:
-            return Decision(token=int(view.logits.argmax()), params={}, signals=signals)
+            token = int(view.logits.argmax())
+            stages = [Stage("argmax", "LELV: low entropy, low varentropy", probs=point_mass(view.logits, token))]
+            return Decision(token=token, params={}, signals=signals, stages=stages if trace else [])
         after_pause = self.pause_id is not None and int(view.input_ids[-1]) == self.pause_id
         if state == HELV and self.pause_id is not None and not after_pause:
             signals["paused"] = True
-            return Decision(token=self.pause_id, params={}, signals=signals)
+            stages = [Stage("pause", f"HELV: the pause token {s.pause_text!r}",
+                            probs=point_mass(view.logits, self.pause_id))]
+            return Decision(token=self.pause_id, params={}, signals=signals, stages=stages if trace else [])
         params = quadrant_params(state, stats, s.temperature, s.top_p, s.top_k, s.min_p)
+        stages = [Stage("quadrant", f"{state}: " + ", ".join(f"{k}={v:.3g}" for k, v in params.items()))] \
+            if trace else None
         probs = sampling_probs(view.logits, view.input_ids, params["temperature"], params["top_k"],
-                               params["top_p"], params["min_p"])
+                               params["top_p"], params["min_p"], stages=stages)
         if state != MIDDLE:
-            return Decision(probs=probs, params=params, signals=signals)
+            return Decision(probs=probs, params=params, signals=signals, stages=stages or [])
         token, drawn = best_of(probs, view.logits, s.candidates, self.generator)
         signals["candidates"] = drawn
         # the token is the sampler's own choice; probs is the law it was chosen by (the row's sampler view)
-        return Decision(token=token, probs=best_of_distribution(probs, view.logits, s.candidates),
-                        params=params, signals=signals)
+        law = best_of_distribution(probs, view.logits, s.candidates)
+        if trace:
+            stages.append(Stage(f"best_of_{s.candidates}", f"{s.candidates} own draws, the best clean log-p wins",
+                                probs=law))
+        return Decision(token=token, probs=law, params=params, signals=signals, stages=stages or [])

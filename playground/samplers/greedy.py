@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Decision, Sampler, StepView
+from .base import Decision, Sampler, Stage, StepView, point_mass
 
 
 @dataclass
@@ -16,4 +16,6 @@ class GreedySampler(Sampler):
     Settings = GreedySettings
 
     def decide(self, view: StepView) -> Decision:
-        return Decision(token=int(view.logits.argmax()))
+        token = int(view.logits.argmax())
+        stages = [Stage("argmax", probs=point_mass(view.logits, token))] if view.record_stages else []
+        return Decision(token=token, stages=stages)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..precision import wide
-from .base import Decision, RunContext, Sampler, StepView, require, setting
+from .base import Decision, RunContext, Sampler, Stage, StepView, require, setting
 
 
 @dataclass
@@ -35,13 +35,22 @@ class MirostatSettings:
         require(0.0 < self.temperature <= 100.0, f"{p}temperature must be in (0, 100], got {self.temperature}")
 
 
-def mirostat_probs(logits: torch.Tensor, mu: float, temperature: float = 1.0) -> torch.Tensor:
-    """q: softmax(logits / T) without the tokens whose surprise -log2 p exceeds μ, renormalised."""
-    log_p = torch.log_softmax(wide(logits) / temperature, dim=-1)
+def mirostat_probs(logits: torch.Tensor, mu: float, temperature: float = 1.0,
+                   stages: list[Stage] | None = None) -> torch.Tensor:
+    """q: softmax(logits / T) without the tokens whose surprise -log2 p exceeds μ, renormalised.
+
+    ``stages``: a list that receives the tempered scores and q (the chain trace).
+    """
+    tempered = wide(logits) / temperature
+    log_p = torch.log_softmax(tempered, dim=-1)
     keep = -log_p / math.log(2.0) <= mu
     keep[log_p.argmax()] = True  # at least the most likely token
     q = torch.where(keep, log_p.exp(), torch.zeros_like(log_p))
-    return q / q.sum()
+    q = q / q.sum()
+    if stages is not None:
+        stages += [Stage("temperature", f"temperature={temperature:g}", scores=tempered),
+                   Stage("mu_cut", f"μ={mu:.3f} bits", probs=q)]
+    return q
 
 
 class MirostatSampler(Sampler):
@@ -60,8 +69,9 @@ class MirostatSampler(Sampler):
     def decide(self, view: StepView) -> Decision:
         s = self.settings
         params = {"tau": s.tau, "eta": s.eta, "temperature": s.temperature}
-        return Decision(probs=mirostat_probs(view.logits, self.mu, s.temperature), params=params,
-                        signals={"mu": self.mu})
+        stages: list[Stage] = []
+        probs = mirostat_probs(view.logits, self.mu, s.temperature, stages if view.record_stages else None)
+        return Decision(probs=probs, params=params, signals={"mu": self.mu}, stages=stages)
 
     def update(self, token: int, sampler_prob: float) -> dict[str, Any]:
         surprise = -math.log2(max(sampler_prob, 1e-300))

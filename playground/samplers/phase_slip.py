@@ -32,7 +32,7 @@ import torch
 
 from ..calibration import Head, calibrate_heads, last_layers_heads
 from ..rotation import kl_divergence, rotate_toward
-from .base import Decision, RunContext, Sampler, SettingsError, StepView, require, setting
+from .base import Decision, RunContext, Sampler, SettingsError, Stage, StepView, require, setting
 from .temperature import TOP_K_HELP, TOP_P_HELP, ChainSettings, check_sampling_params, sample_decision
 
 BLEND_BETA = 0.15  # the public code's blend weight: the share of the noise angle that survives
@@ -225,5 +225,10 @@ class PhaseSlip(Sampler):
                   "noise_scale": s.noise_scale, "perturbation_window": s.perturbation_window}
         signals = {"fusion_alpha": alpha, "perturbed_positions": self._perturbed_positions,
                    "perturbed_kl": float(kl_divergence(log_p, log_q)), "eligible_heads": self.head_labels}
+        if s.order:
+            params["order"] = s.order
+        stages = [Stage("perturbed", f"noise_scale={s.noise_scale:g}, {self._perturbed_positions} positions rotated",
+                        scores=perturbed, side=True),
+                  Stage("fusion", f"α={alpha:.3f}", scores=fused)] if view.record_stages else None
         return sample_decision(fused, view.input_ids, params, s.temperature, s.top_k, s.top_p, signals=signals,
-                               extra=self.extra)
+                               extra=self.extra, order=s.links, stages=stages)

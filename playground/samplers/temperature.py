@@ -28,7 +28,7 @@ from transformers import (
     TypicalLogitsWarper,
 )
 
-from .base import Decision, RunContext, Sampler, StepView, require, setting
+from .base import Decision, RunContext, Sampler, SettingsError, Stage, StepView, point_mass, require, setting
 from .chain import (DRY_BREAKERS, DRYLogitsProcessor, TopKTopPLogitsWarper, TopNSigmaLogitsWarper,
                     XTCLogitsWarper, breaker_ids, parse_breakers)
 
@@ -44,66 +44,126 @@ def check_sampling_params(temperature: float, top_k: int, top_p: float, min_p: f
             f"{prefix}repetition_penalty must be in (0, 10], got {repetition_penalty}")
 
 
-# the chain's later members, by where they sit: before temperature, after the generate order
-EARLY, LATE = ("dry", "top_n_sigma"), ("typical_p", "epsilon", "eta", "xtc")
+# the chain's links in their default order (``order`` reorders them; links that are off are left out)
+LINKS = ("repetition_penalty", "dry", "top_n_sigma", "temperature", "top_k", "top_p", "min_p", "typical_p",
+         "epsilon", "eta", "xtc")
+DEFAULT_ORDER = ">".join(LINKS)
+TEMPERATURE_LAST = ">".join((*(n for n in LINKS if n != "temperature"), "temperature"))
+
+
+def chain_order(text: str, key: str = "order") -> tuple[str, ...]:
+    """The full link order for ``order`` text such as ``min_p>temperature``.
+
+    The links named trade places among their own default slots, in the order given; the links
+    not named keep theirs. Empty text is the default order. An unknown or repeated link is refused.
+    """
+    names = [n.strip() for n in text.split(">")] if text.strip() else []
+    for i, name in enumerate(names):
+        if name not in LINKS:
+            raise SettingsError(f"{key}: unknown link {name!r}; links: {', '.join(LINKS)} (joined by '>')")
+        if name in names[:i]:
+            raise SettingsError(f"{key}: link {name!r} is listed twice; a link may appear at most once")
+    order = list(LINKS)
+    for slot, name in zip(sorted(LINKS.index(n) for n in names), names):
+        order[slot] = name
+    return tuple(order)
 
 
 def sampling_processors(temperature: float, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-                        repetition_penalty: float = 1.0,
-                        extra: dict[str, LogitsProcessor] | None = None) -> LogitsProcessorList:
-    """The processors for these parameters in the chain's order; off ones left out.
+                        repetition_penalty: float = 1.0, extra: dict[str, LogitsProcessor] | None = None,
+                        order: tuple[str, ...] = LINKS) -> list[tuple[str, LogitsProcessor]]:
+    """(link name, processor) for these parameters in ``order``; off ones left out.
 
-    ``extra``: the chain's other members that are on (``ChainSettings.processors``), by name.
+    ``extra``: the chain's other members that are on (``ChainSettings.processors``), by name. Top-k
+    directly followed by top-p runs as one processor (top-p sorting the k survivors).
     """
-    extra = extra or {}
-    chain = LogitsProcessorList()
+    links: dict[str, LogitsProcessor] = dict(extra or {})
     if repetition_penalty != 1.0:
-        chain.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
-    chain.extend(extra[name] for name in EARLY if name in extra)
+        links["repetition_penalty"] = RepetitionPenaltyLogitsProcessor(repetition_penalty)
     if temperature != 1.0:
-        chain.append(TemperatureLogitsWarper(temperature))
-    if top_k > 0 and top_p < 1.0:
-        chain.append(TopKTopPLogitsWarper(top_k, top_p))  # the two warpers, top-p sorting k scores
-    elif top_k > 0:
-        chain.append(TopKLogitsWarper(top_k))
-    elif top_p < 1.0:
-        chain.append(TopPLogitsWarper(top_p))
+        links["temperature"] = TemperatureLogitsWarper(temperature)
+    if top_k > 0:
+        links["top_k"] = TopKLogitsWarper(top_k)
+    if top_p < 1.0:
+        links["top_p"] = TopPLogitsWarper(top_p)
     if min_p > 0.0:
-        chain.append(MinPLogitsWarper(min_p))
-    chain.extend(extra[name] for name in LATE if name in extra)
+        links["min_p"] = MinPLogitsWarper(min_p)
+    in_force = [name for name in order if name in links]
+    chain: list[tuple[str, LogitsProcessor]] = []
+    for name in in_force:
+        if name == "top_p" and chain and chain[-1][0] == "top_k":
+            chain[-1] = ("top_k+top_p", TopKTopPLogitsWarper(top_k, top_p))
+        else:
+            chain.append((name, links[name]))
     return chain
+
+
+# the attribute of each link's processor that holds its parameter, and the setting that names it
+LINK_ATTRIBUTE = {"repetition_penalty": "penalty", "dry": "multiplier", "top_n_sigma": "n", "temperature": "temperature",
+                  "top_k": "top_k", "top_p": "top_p", "min_p": "min_p", "typical_p": "mass", "epsilon": "epsilon",
+                  "eta": "epsilon"}
+LINK_SETTING = {"dry": "dry_multiplier"}
+
+
+def link_param(name: str, processor: LogitsProcessor) -> str:
+    """The parameter a link ran with, as the trace shows it: ``top_p=0.9``."""
+    if name == "xtc":
+        done = "removed the top choices" if processor.last_applied else "no removal this step"
+        return f"xtc_threshold={processor.threshold:g}, xtc_probability={processor.probability:g}: {done}"
+    value = getattr(processor, LINK_ATTRIBUTE[name])
+    value = value.item() if isinstance(value, torch.Tensor) else value  # eta keeps η as a tensor
+    return f"{LINK_SETTING.get(name, name)}={value:.4g}"
 
 
 def sampling_probs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float, top_k: int = 0,
                    top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                    penalty_ids: torch.Tensor | None = None,
-                   extra: dict[str, LogitsProcessor] | None = None) -> torch.Tensor:
+                   extra: dict[str, LogitsProcessor] | None = None, order: tuple[str, ...] = LINKS,
+                   stages: list[Stage] | None = None) -> torch.Tensor:
     """softmax of the processed logits: the distribution a temperature draw samples from.
 
     ``penalty_ids`` (default: all of ``input_ids``) are the tokens the repetition penalty sees;
-    every other processor (DRY) sees the whole context.
+    every other processor (DRY) sees the whole context. ``stages``: a list that receives each
+    link's scores, in order (the chain trace).
     """
-    chain = sampling_processors(temperature, top_k, top_p, min_p, repetition_penalty, extra)
+    chain = sampling_processors(temperature, top_k, top_p, min_p, repetition_penalty, extra, order)
     context = input_ids.view(1, -1)
     penalised = context if penalty_ids is None else penalty_ids.view(1, -1)
     scores = logits.view(1, -1).float()
-    for processor in chain:
-        scores = processor(penalised if isinstance(processor, RepetitionPenaltyLogitsProcessor) else context, scores)
+    for name, processor in chain:
+        if stages is not None and isinstance(processor, TopKTopPLogitsWarper):
+            processor.keep_top_k = True  # the trace shows top-k and top-p apart
+        scores = processor(penalised if name == "repetition_penalty" else context, scores)
+        if stages is None:
+            continue
+        if isinstance(processor, TopKTopPLogitsWarper):
+            stages.append(Stage("top_k", f"top_k={processor.top_k.top_k}", scores=processor.top_k_scores[0]))
+            stages.append(Stage("top_p", f"top_p={processor.top_p.top_p:g}", scores=scores[0]))
+        else:
+            stages.append(Stage(name, link_param(name, processor), scores=scores[0]))
     return torch.softmax(scores, dim=-1)[0]
 
 
 def sample_decision(logits: torch.Tensor, input_ids: torch.Tensor, params: dict[str, Any], temperature: float,
                     top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                     signals: dict[str, Any] | None = None,
-                    extra: dict[str, LogitsProcessor] | None = None) -> Decision:
-    """T = 0: the argmax of ``logits``; otherwise ``sampling_probs`` for the engine to draw from."""
+                    extra: dict[str, LogitsProcessor] | None = None, order: tuple[str, ...] = LINKS,
+                    stages: list[Stage] | None = None) -> Decision:
+    """T = 0: the argmax of ``logits``; otherwise ``sampling_probs`` for the engine to draw from.
+
+    ``stages``: the stages so far (Phase-Slip's fusion), which the chain's links then extend.
+    """
     signals = {} if signals is None else signals
     if temperature == 0.0:
-        return Decision(token=int(logits.argmax()), params=params, signals=signals)
-    probs = sampling_probs(logits, input_ids, temperature, top_k, top_p, min_p, repetition_penalty, extra=extra)
+        token = int(logits.argmax())
+        if stages is not None:
+            stages.append(Stage("argmax", "temperature=0", probs=point_mass(logits, token)))
+        return Decision(token=token, params=params, signals=signals, stages=stages or [])
+    probs = sampling_probs(logits, input_ids, temperature, top_k, top_p, min_p, repetition_penalty, extra=extra,
+                           order=order, stages=stages)
     if extra and "xtc" in extra:
         signals["xtc_applied"] = extra["xtc"].last_applied
-    return Decision(probs=probs, params=params, signals=signals)
+    return Decision(probs=probs, params=params, signals=signals, stages=stages or [])
 
 
 @dataclass
@@ -125,6 +185,8 @@ class ChainSettings:
     dry_allowed_length: int = setting(2, "DRY: repeats up to this many tokens go unpenalised")
     dry_sequence_breakers: str = setting(DRY_BREAKERS, "DRY: JSON list of texts that end a repeat "
                                                        "(a token containing one breaks it)")
+    order: str = setting("", "the chain's order: link names joined by '>' trade places among their own slots, "
+                             "e.g. 'min_p>temperature' (empty = the default order)")
 
     def check_chain(self, prefix: str) -> None:
         p = prefix
@@ -142,6 +204,13 @@ class ChainSettings:
         require(0 <= self.dry_allowed_length <= 1024,
                 f"{p}dry_allowed_length must be an integer in [0, 1024], got {self.dry_allowed_length}")
         parse_breakers(self.dry_sequence_breakers, f"{p}dry_sequence_breakers")
+        self.order = "" if chain_order(self.order, f"{p}order") == LINKS else ">".join(
+            n.strip() for n in self.order.split(">"))  # the default order, however spelled, reads as ""
+
+    @property
+    def links(self) -> tuple[str, ...]:
+        """The chain's full link order (``chain_order`` of ``order``)."""
+        return chain_order(self.order)
 
     def processors(self, lm: Any, generator: torch.Generator) -> dict[str, LogitsProcessor]:
         """The members that are on, by name; XTC's coin from ``generator`` (the sampler's own)."""
@@ -209,5 +278,8 @@ class TemperatureSampler(Sampler):
                   "min_p": s.min_p, "repetition_penalty": s.repetition_penalty}
         params.update({name: getattr(s, name) for name in ("typical_p", "epsilon", "eta", "top_n_sigma")
                        if name in self.extra})
+        if s.order:
+            params["order"] = s.order
         return sample_decision(view.logits, view.input_ids, params, s.temperature, s.top_k, s.top_p,
-                               s.min_p, s.repetition_penalty, extra=self.extra)
+                               s.min_p, s.repetition_penalty, extra=self.extra, order=s.links,
+                               stages=[] if view.record_stages else None)

@@ -19,7 +19,9 @@ from ..columns import MAX_COLUMNS, ColumnSpec
 from ..engine import Engine, Parent, RunOptions, branch_point, describe_branch
 from ..models import DEFAULT_MODEL, LoadedModel, load_model
 from ..samplers import PlaygroundError
+from ..traces import RunTraces
 from . import columns as column_list
+from . import why
 from .backend import allowed_models, check_model, gpu, gpu_seconds, prepare_run
 from .columns import setting_fields, table_rows, table_specs
 from .links import page_url, read_query, share_query
@@ -49,7 +51,8 @@ def finished_fields(result: dict[str, Any]) -> dict[str, Any]:
     return {"signals": plots.signals_figure(result), "heat_column": gr.Dropdown(choices=labels, value=labels[0]),
             "heatmap": plots.order_heatmap(result, 0), "metrics": metrics_table(result),
             "json_file": gr.DownloadButton(value=json_path, interactive=True),
-            "csv_file": gr.DownloadButton(value=csv_path, interactive=True)}
+            "csv_file": gr.DownloadButton(value=csv_path, interactive=True), "parts": why.parts_html(result),
+            "why": ""}
 
 
 def refuse(message: str, view: type = RunView) -> Iterator[Any]:
@@ -82,7 +85,8 @@ def decode(request: gr.Request | None, session_stop: StopFlag, lm: LoadedModel, 
             decoding.wait(None)
     result = run.to_json()
     yield view(columns=columns_html(run), status=run_status(run, "stopped" if run.stopped else "done"),
-               share=share_url(request, *link_values), last_run=result, **finished_fields(result))
+               share=share_url(request, *link_values), last_run=result, traces=run.recorded_traces(),
+               **finished_fields(result))
 
 
 def _column_count(table: Any) -> int:
@@ -130,7 +134,7 @@ def stream(request: gr.Request, prompt_v, model_v, chat_v, table_v, max_v, seed_
 
 @gpu(lambda a: gpu_seconds(*_run_size(a["run_v"])))
 def start_branch(request: gr.Request, payload, run_v, model_v, chat_v, table_v, shown_html, link_v,
-                 branch_v, history_v) -> Iterator[BranchView]:
+                 branch_v, history_v, traces_v) -> Iterator[BranchView]:
     """A click on an alternative: run the shown run's columns again from that token (a branch)."""
     runs = SessionRuns(session_of(request))
     try:
@@ -152,7 +156,7 @@ def start_branch(request: gr.Request, payload, run_v, model_v, chat_v, table_v, 
         trail = [*(branch_v["trail"] if branch_v else []), parent.describe()]
         new_branch = {"point": {k: v for k, v in parent.to_json().items() if k != "prompt"}, "trail": trail,
                       "prompt": parent.prompt}
-        saved = {"html": shown_html, "run": run_v, "link": link_v, "branch": branch_v}
+        saved = {"html": shown_html, "run": run_v, "link": link_v, "branch": branch_v, "traces": traces_v}
         link_values = (parent.prompt, model_v, chat_v, table_rows(specs), options.max_new_tokens, options.seed,
                        new_branch)
         first = True
@@ -174,6 +178,7 @@ def go_back(history_v: list[dict[str, Any]]) -> BranchView:
     trail = saved["branch"]["trail"] if saved["branch"] else []
     run_v = saved["run"]
     return BranchView(columns=saved["html"], status=IDLE_STATUS, share=saved["link"], last_run=run_v,
+                      traces=saved.get("traces"),
                       breadcrumb=breadcrumb_html(trail), back=gr.Button(visible=bool(rest) or bool(trail)),
                       branch_state=saved["branch"], history=rest, **(finished_fields(run_v) if run_v else {}))
 
@@ -228,6 +233,22 @@ def show_heatmap(label: str, run: dict[str, Any] | None) -> Any:
         return gr.skip()
     labels = [c["label"] for c in run["columns"]]
     return plots.order_heatmap(run, labels.index(label) if label in labels else 0)
+
+
+def why_token(payload: str, traces_v: RunTraces | None, run_v: dict[str, Any] | None) -> str:
+    """"why this token" (one token) or a pair's sentence (two): their chain traces, side by side."""
+    try:
+        asked = json.loads(payload or "{}")
+        if traces_v is None or not run_v:
+            raise PlaygroundError("run something first: the traces are those of the shown run")
+        labels = [c["label"] for c in run_v["columns"]]
+        shown = []
+        for item in asked.get("tokens") or []:
+            column, step = int(item["column"]), int(item["step"])
+            shown.append((column, labels[column] if 0 <= column < len(labels) else "", traces_v.trace(column, step)))
+    except (PlaygroundError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        return why.why_message(str(exc) if isinstance(exc, PlaygroundError) else f"not a token: {payload!r}")
+    return why.why_html(shown, asked.get("sentence", ""))
 
 
 def roll_seed() -> int:

@@ -3,8 +3,9 @@ an explicit api_name; the handlers are in handlers.py.
 
     column list -> ColumnSpecs + RunOptions -> Engine.stream (ONE batched run, all columns)
                 -> every step: coloured token columns + a step counter (throttled)
-                -> at the end: plots, metrics table, JSON/CSV downloads, share link
-    a click on a token -> its alternatives -> a click on one -> a branch run (same columns, seed)
+                -> at the end: where the columns part, plots, metrics table, downloads, share link
+    a click on a token -> "why this token" (its chain trace) and its alternatives -> a click on one
+                -> a branch run (same columns, seed)
                 -> streamed like any run; Back shows the parent run again, as it was
     Stop        -> ends the session's run, running or still waiting in the queue (sessions.py)
 """
@@ -26,7 +27,7 @@ from . import handlers
 from .backend import DEFAULT_MAX_NEW_TOKENS, allowed_models, compare, on_zero_gpu, prompt_count_html
 from .columns import HEADERS, add_choices, default_specs, reference_markdown, table_rows
 from .render import EMPTY_COLUMNS, LOADING_STATUS
-from .scripts import BRIDGE_JS, TOKEN_MENU_JS
+from .scripts import BRIDGE_JS, PARTS_JS, TOKEN_MENU_JS, WHY_BRIDGE_JS, WHY_PANEL_JS
 from .sessions import join_queue, request_stop
 from .views import BranchView, RunView, SettingsView, TrailView, outputs, shows
 
@@ -77,7 +78,11 @@ class Page:
     csv_file: gr.DownloadButton
     share_btn: gr.Button
     share: gr.Textbox
+    why_bridge: gr.HTML
+    why: gr.HTML
+    parts: gr.HTML
     last_run: gr.State  # the shown run's JSON
+    traces: gr.State  # the shown run's chain traces (traces.RunTraces)
     branch_state: gr.State  # the shown branch: {"point": Parent JSON, "trail": [descriptions], "prompt"}
     history: gr.State  # the views Back returns to, newest last
 
@@ -99,8 +104,11 @@ def build_app() -> gr.Blocks:
         page.run_btn.click(shows(handlers.stream), page.run_inputs, outputs(page, RunView), api_name="run", **decoding)
         page.branch_bridge.submit(
             shows(handlers.start_branch), [page.branch_bridge, page.last_run, page.model, page.chat, page.table,
-                                           page.columns, page.share, page.branch_state, page.history],
+                                           page.columns, page.share, page.branch_state, page.history,
+                                           page.traces],
             outputs(page, BranchView), api_name="branch", **decoding)
+        page.why_bridge.submit(handlers.why_token, [page.why_bridge, page.traces, page.last_run], page.why,
+                               api_name="why", **quiet)  # read from the session: no decoding, no queue
         page.stop_btn.click(request_stop, None, None, api_name="stop", queue=False)
         page.back.click(shows(handlers.go_back), [page.history], outputs(page, BranchView), api_name="back", **quiet)
         page.prompt.change(shows(handlers.leave_branch), [page.prompt, page.branch_state], outputs(page, TrailView),
@@ -187,6 +195,9 @@ def lay_out() -> Page:
         back = gr.Button("← Back to the parent run", visible=False, elem_id="pg-back", scale=0, min_width=200)
     columns = gr.HTML(EMPTY_COLUMNS, elem_id="pg-columns", js_on_load=TOKEN_MENU_JS)
     branch_bridge = gr.HTML("", visible="hidden", elem_id="pg-branch-bridge", js_on_load=BRIDGE_JS)
+    why_bridge = gr.HTML("", visible="hidden", elem_id="pg-why-bridge", js_on_load=WHY_BRIDGE_JS)
+    why = gr.HTML("", elem_id="pg-why", js_on_load=WHY_PANEL_JS)
+    parts = gr.HTML("", elem_id="pg-parts", js_on_load=PARTS_JS)
     metrics = gr.DataFrame(label="Metrics across columns (3 significant digits)", elem_id="pg-metrics", wrap=True)
     gr.Markdown("### Per-token signals\nClean entropy, Phase-Slip's fusion α, the adaptive α, Kuramoto R and "
                 "how many tokens each sampler kept, on one token axis; hover a point for its token.")
@@ -209,9 +220,9 @@ def lay_out() -> Page:
                 max_tokens=max_tokens, seed=seed, dice=dice, model=model, chat=chat, table=table,
                 add_choice=add_choice, add_btn=add_btn, number=number, dup_btn=dup_btn, remove_btn=remove_btn,
                 sweep_text=sweep_text, sweep_btn=sweep_btn, breadcrumb=breadcrumb, back=back, columns=columns,
-                branch_bridge=branch_bridge, metrics=metrics, signals=signals, heat_column=heat_column,
+                branch_bridge=branch_bridge, why_bridge=why_bridge, why=why, parts=parts, metrics=metrics, signals=signals, heat_column=heat_column,
                 heatmap=heatmap, json_file=json_file, csv_file=csv_file, share_btn=share_btn, share=share,
-                last_run=gr.State(None), branch_state=gr.State(None), history=gr.State([]))
+                last_run=gr.State(None), traces=gr.State(None), branch_state=gr.State(None), history=gr.State([]))
 
 
 def launch(**kwargs: Any) -> gr.Blocks:

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from .. import plots
+from ..divergence import first_difference
 from ..metrics import column_metrics
 from ..samplers import changed_settings, describe_settings
 from ..telemetry import rows_to_frame
@@ -49,14 +50,17 @@ def token_title(row: Any) -> str:
         parts.append(f"state {row.state}")
     parts.append("top-5 (p model → p sampler):")
     parts += [f"  {t['text']!r}  {t['prob']:.3f} → {t.get('sampler_prob', 0.0):.3f}" for t in row.top]
-    parts.append("click or press Enter: branch from an alternative")
+    parts.append("click or press Enter: why this token, or branch from an alternative")
     return "\n".join(parts)
 
 
-def _span(row: Any, eos: bool, detail: bool = True) -> str:
-    """One token; ``detail``: with its hover text and its alternatives (the branch menu's data)."""
+def _span(row: Any, eos: bool, detail: bool = True, part_from: int | None = None) -> str:
+    """One token; ``detail``: with its hover text and its alternatives (the branch menu's data);
+    ``part_from``: the column this card parts from at this token (0-based)."""
     text = "⏹ end" if eos else row.text
     cls = "pg-tok pg-eos" if eos else "pg-tok"
+    if part_from is not None:
+        cls += " pg-part"
     if not detail:
         return (f'<span class="{cls}" data-step="{row.step}" style="background:{entropy_colour(row.entropy)}">'
                 f'{html.escape(text)}</span>')
@@ -64,8 +68,9 @@ def _span(row: Any, eos: bool, detail: bool = True) -> str:
     alternatives = [{"id": t["id"], "text": t["text"], "p": round(t["prob"], 4),
                      "q": round(t.get("sampler_prob", 0.0), 4)} for t in row.top]
     alts = html.escape(json.dumps(alternatives, ensure_ascii=False), quote=True)
+    part = f' data-part-from="{part_from + 1}"' if part_from is not None else ""
     return (f'<span class="{cls}" data-step="{row.step}" data-id="{row.id}" data-alts="{alts}" tabindex="0" '
-            f'role="button" style="background:{entropy_colour(row.entropy)}" title="{title}">'
+            f'role="button" style="background:{entropy_colour(row.entropy)}" title="{title}"{part}>'
             f'{html.escape(text)}</span>')
 
 
@@ -96,9 +101,13 @@ def prompt_html(prompt: str, parent: Any = None) -> str:
 
 def column_card(index: int, label: str, prompt: str, rows: list[Any], finish: str | None,
                 metrics: dict[str, Any], settings: str = "", prompt_part: str | None = None,
-                detail: bool = True) -> str:
-    """One column: its settings, the prompt (muted), each token coloured by its entropy, the metrics beneath."""
-    spans = "".join(_span(row, finish == "eos" and i == len(rows) - 1, detail) for i, row in enumerate(rows))
+                detail: bool = True, part: tuple[int, int] | None = None) -> str:
+    """One column: its settings, the prompt (muted), each token coloured by its entropy, the metrics beneath.
+
+    ``part``: (reference column, step) where this column first parts from the reference, marked on the token.
+    """
+    spans = "".join(_span(row, finish == "eos" and i == len(rows) - 1, detail,
+                          part[0] if part and part[1] == i else None) for i, row in enumerate(rows))
     state = {"eos": "finished (EOS)", "length": "finished (length)", "stopped": "stopped"}.get(finish, "running…")
     facts = [("tokens", metrics.get("tokens")), ("tok/s", metrics.get("tok_s")),
              ("mean H", metrics.get("mean_entropy")), ("perplexity", metrics.get("perplexity")),
@@ -121,18 +130,32 @@ LEGEND = ('<div class="pg-legend">token colour = entropy of the clean distributi
 EMPTY_COLUMNS = f'{LEGEND}<div class="pg-columns pg-empty">Type a prompt and press Run.</div>'
 
 
-def columns_html(run: Any, detail: bool = True) -> str:
+def columns_html(run: Any, detail: bool = True, mark_parts: bool = True) -> str:
     """All columns of a Run (the engine's objects), live or finished.
 
     ``detail=False`` (the streamed updates) leaves out each token's hover text and alternatives:
-    about a tenth of the bytes, sent four times a second; the finished run has them.
+    about a tenth of the bytes, sent four times a second; the finished run has them, and (``mark_parts``)
+    where each card parts from column 1.
     """
     shown_prompt = prompt_html(run.prompt, run.parent)
+    parts = part_steps([c.tokens for c in run.columns]) if detail and mark_parts else {}
     cards = [column_card(i, c.label, run.prompt, c.rows, c.finish_reason,
                          column_metrics(c.rows, c.text, run.elapsed_s, run.prompt),
-                         settings_line(c.sampler_name, c.settings, c.label), shown_prompt, detail)
+                         settings_line(c.sampler_name, c.settings, c.label), shown_prompt, detail,
+                         (0, parts[f"0-{i}"]) if parts.get(f"0-{i}") is not None else None)
              for i, c in enumerate(run.columns)]
-    return f'{LEGEND}<div class="pg-columns">{"".join(cards)}</div>'
+    data = f' data-parts="{html.escape(json.dumps(parts), quote=True)}"' if parts else ""
+    return f'{LEGEND}<div class="pg-columns"{data}>{"".join(cards)}</div>'
+
+
+def part_steps(tokens: list[list[int]]) -> dict[str, int | None]:
+    """``"a-b"`` -> the first step where columns a and b differ (both orders; None: never), for the cards' marks."""
+    steps: dict[str, int | None] = {}
+    for a in range(len(tokens)):
+        for b in range(len(tokens)):
+            if a != b:
+                steps[f"{a}-{b}"] = first_difference(tokens[a], tokens[b])
+    return steps
 
 
 def status_html(step: int, max_new_tokens: int, elapsed_s: float, tokens: int, state: str) -> str:

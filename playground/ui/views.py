@@ -21,7 +21,8 @@ def _keep() -> Any:
 
 @dataclasses.dataclass
 class RunView:
-    """A run's outputs: the column cards, the status line, the plots, the metrics, the downloads and the link."""
+    """A run's outputs: the column cards, the status line, the plots, the metrics, the downloads, the link,
+    and what explains it (its traces, where its columns part, the why panel)."""
 
     columns: Any = _keep()
     status: Any = _keep()
@@ -33,6 +34,9 @@ class RunView:
     csv_file: Any = _keep()
     share: Any = _keep()
     last_run: Any = _keep()
+    traces: Any = _keep()  # the shown run's chain traces (traces.RunTraces), kept in the session
+    parts: Any = _keep()
+    why: Any = _keep()
 
 
 @dataclasses.dataclass
