@@ -94,7 +94,8 @@ def divergence(a: int, b: int, labels: list[str], tokens: list[list[int]], trace
     d = first_difference(tokens[a], tokens[b])
     if d is None:
         n = min(len(tokens[a]), len(tokens[b]))
-        more = "" if len(tokens[a]) == len(tokens[b]) else f" (then column {(a if len(tokens[a]) < len(tokens[b]) else b) + 1} ended)"
+        shorter = a if len(tokens[a]) < len(tokens[b]) else b
+        more = "" if len(tokens[a]) == len(tokens[b]) else f" (then column {shorter + 1} ended)"
         return Divergence(a, b, None, sentence=f"columns {a + 1} and {b + 1} never part: the same {n} tokens{more}")
     ta, tb = traces[a][d], traces[b][d]
     sides = [side_of(a, labels[a], ta, piece), side_of(b, labels[b], tb, piece)]

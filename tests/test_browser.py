@@ -453,13 +453,25 @@ def test_why_this_token_and_where_the_columns_part_as_a_user_would(browser, serv
     chosen = table.locator("tr.pg-why-chosen")
     assert chosen.count() == 1 and chosen_text.strip() in chosen.locator("th").inner_text()
     assert chosen.locator("td.pg-why-removed").count() == 0  # the chosen token survives every stage
-    removed = table.locator("tbody tr[data-removed-by='top_p']")
-    assert removed.count() >= 1  # the clean top-10 reaches below the 0.92 nucleus
-    for i in range(removed.count()):
-        cells = removed.nth(i).locator("td")
-        assert "pg-why-removed" in cells.nth(3).get_attribute("class")
-        assert "top_p" in cells.nth(3).inner_text()
-        assert "pg-why-removed" not in (cells.nth(2).get_attribute("class") or "")
+    for i in range(table.locator("tbody tr").count()):  # a removed token is greyed from its stage on
+        row = table.locator("tbody tr").nth(i)
+        gone = row.get_attribute("data-removed-by")
+        if gone:
+            cells = row.locator("td")
+            at = stages.index(gone)
+            assert "pg-why-removed" in cells.nth(at).get_attribute("class") and gone in cells.nth(at).inner_text()
+            assert "pg-why-removed" not in (cells.nth(at - 1).get_attribute("class") or "")
+
+    greedy = page.locator("#pg-columns .pg-card[data-column='0'] .pg-tok").nth(2)
+    greedy.click()
+    page.locator("#pg-columns .pg-alts .pg-why-btn").click()
+    page.wait_for_selector("#pg-why .pg-why-trace[data-column='0'][data-step='2']", timeout=60_000)
+    table = page.locator("#pg-why .pg-why-table")
+    assert table.locator("thead .pg-why-stage").all_inner_texts() == ["clean", "argmax"]
+    assert table.locator("tr.pg-why-chosen th").inner_text().strip().startswith("▶")
+    removed = table.locator("tbody tr[data-removed-by='argmax']")  # the argmax leaves one token of the ten
+    assert removed.count() == table.locator("tbody tr").count() - 1 >= 9
+    assert removed.locator("td.pg-why-removed").count() == removed.count()
 
     parts = page.locator("#pg-parts .pg-pair")
     assert parts.count() >= 1

@@ -28,8 +28,8 @@ LAYERS = [
                 "model_args", "models"}),
     ("samplers", {"samplers", "calibration", "columns", "traces", "divergence"}),
     ("engine", {"rows", "runs", "engine"}),
-    ("front ends", {"facades", "cli", "explain", "bench", "bench_quality", "kuramoto_report", "phasegpt", "ui", "__init__",
-                    "__main__"}),
+    ("front ends", {"facades", "cli", "explain", "bench", "bench_quality", "kuramoto_report", "phasegpt", "ui",
+                    "__init__", "__main__"}),
 ]
 
 

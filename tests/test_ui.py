@@ -172,8 +172,9 @@ def test_two_clients_at_once_each_get_their_own_text(server):
 def test_streamed_run_ends_with_every_column_plots_table_and_downloads(client):
     names = list(SAMPLERS)
     job = client.submit("Once upon a time", "default", False, table(*names), 6, 4, api_name="/run")
-    html, status, signals, _, heatmap, metrics, json_file, csv_file, link = job.result(timeout=TIMEOUT_S)
+    html, status, signals, _, heatmap, metrics, json_file, csv_file, link, parts, why = job.result(timeout=TIMEOUT_S)
     assert html.count('class="pg-card"') == len(names)
+    assert parts.count("<li") == len(names) * (len(names) - 1) // 2 and why == ""  # one sentence per pair
     assert 'data-state="done"' in status
     # streamed updates are light (no hover text, no alternatives); the finished run has both
     streamed = [update[0] for update in job.outputs() if 'data-state="running"' in str(update[1])]
@@ -228,7 +229,7 @@ def test_every_event_has_an_explicit_api_name(server):
     names = {d["api_name"] for d in server.config["dependencies"] if d.get("api_visibility") != "undocumented"}
     assert names == {"run", "branch", "back", "leave_branch", "stop", "roll_seed", "share_link", "add_column",
                      "duplicate_column", "remove_column", "sweep_column", "heatmap", "load_settings", "count_tokens",
-                     "compare"}
+                     "compare", "why"}
 
 
 def test_share_query_round_trips_the_column_list_and_the_branch_point():

@@ -99,9 +99,9 @@ def sampling_processors(temperature: float, top_k: int = 0, top_p: float = 1.0, 
 
 
 # the attribute of each link's processor that holds its parameter, and the setting that names it
-LINK_ATTRIBUTE = {"repetition_penalty": "penalty", "dry": "multiplier", "top_n_sigma": "n", "temperature": "temperature",
-                  "top_k": "top_k", "top_p": "top_p", "min_p": "min_p", "typical_p": "mass", "epsilon": "epsilon",
-                  "eta": "epsilon"}
+LINK_ATTRIBUTE = {"repetition_penalty": "penalty", "dry": "multiplier", "top_n_sigma": "n",
+                  "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
+                  "typical_p": "mass", "epsilon": "epsilon", "eta": "epsilon"}
 LINK_SETTING = {"dry": "dry_multiplier"}
 
 

@@ -220,7 +220,8 @@ def lay_out() -> Page:
                 max_tokens=max_tokens, seed=seed, dice=dice, model=model, chat=chat, table=table,
                 add_choice=add_choice, add_btn=add_btn, number=number, dup_btn=dup_btn, remove_btn=remove_btn,
                 sweep_text=sweep_text, sweep_btn=sweep_btn, breadcrumb=breadcrumb, back=back, columns=columns,
-                branch_bridge=branch_bridge, why_bridge=why_bridge, why=why, parts=parts, metrics=metrics, signals=signals, heat_column=heat_column,
+                branch_bridge=branch_bridge, why_bridge=why_bridge, why=why, parts=parts, metrics=metrics,
+                signals=signals, heat_column=heat_column,
                 heatmap=heatmap, json_file=json_file, csv_file=csv_file, share_btn=share_btn, share=share,
                 last_run=gr.State(None), traces=gr.State(None), branch_state=gr.State(None), history=gr.State([]))
 

@@ -53,7 +53,8 @@ def trace_html(trace: dict[str, Any], column: int, label: str) -> str:
             else:
                 cols.append('<td class="pg-why-removed">0</td>')
         marker = "▶ " if token["chosen"] else ""
-        rows.append(f'<tr class="{row_class}" data-token="{token["id"]}" data-removed-by="{html.escape(removed or "")}">'
+        rows.append(f'<tr class="{row_class}" data-token="{token["id"]}" '
+                    f'data-removed-by="{html.escape(removed or "")}">'
                     f'<th scope="row">{marker}\'{_text(token["text"])}\'</th>{"".join(cols)}</tr>')
     extra = ""
     if trace.get("lookahead"):
