@@ -1,4 +1,5 @@
-"""Model loading: the bundled SmolLM2-135M-Instruct GGUF (offline), or any causal LM id or folder.
+"""Model loading: the bundled SmolLM2-135M-Instruct GGUF (offline), the bundled PhaseGPT
+(``"phasegpt"``, phasegpt/causal_lm.py), or any causal LM id or folder.
 
     where the weights come from   model_source.py (the GGUF converted once, the hub check)
     device and dtype              devices.py
@@ -209,7 +210,7 @@ def loaded_model(model_id: str | None = None, device: str | torch.device | None 
 
 def load_model(model_id: str | None = None, device: str | torch.device | None = None,
                dtype: str | torch.dtype | None = None, stock: bool | None = None) -> LoadedModel:
-    """Load (once per process, device, dtype and switch) the default model, a hub id or a local folder.
+    """Load (once per process, device, dtype and switch) the default model, ``"phasegpt"``, a hub id or a folder.
 
     ``device``: cpu, cuda, cuda:N or mps; None: $PLAYGROUND_DEVICE, else cuda, mps or cpu, the first here.
     ``dtype``: float32, bfloat16 or float16; None: $PLAYGROUND_DTYPE, else bfloat16 on CUDA, float32 elsewhere.
