@@ -9,13 +9,16 @@ import pytest
 import torch
 
 from margins import assert_greedy_decided
+from test_phasegpt import TEXT, tiny_config, tiny_training
 from playground import load_model
 from playground.columns import ColumnSpec
 from playground.engine import Engine, RunOptions
 from playground.errors import PlaygroundError
 from playground.models import PHASEGPT_MODEL
+from playground.phasegpt import data
+from playground.phasegpt.causal_lm import export_checkpoint, load_shipped
 from playground.phasegpt.data import shakespeare
-from playground.phasegpt.train import teacher_forced, windows
+from playground.phasegpt.train import CHECKPOINT, teacher_forced, train, windows
 from playground.samplers import SAMPLERS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "phasegpt.md"
@@ -115,3 +118,19 @@ def test_a_column_in_a_batch_decodes_as_it_does_alone(lm):
         alone = Engine(lm).run(PROMPT, [spec], options).columns[0]
         assert alone.tokens == col.tokens, spec.sampler
         assert [round(r.order_parameter, 5) for r in alone.rows] == [round(r.order_parameter, 5) for r in col.rows]
+
+
+def test_a_trained_checkpoint_exports_as_a_model_with_its_logits(tmp_path):
+    corpus = data.CharCorpus.of(TEXT)
+    config = tiny_config("fixed", vocab_size=len(corpus.vocab))
+    state = train(corpus, config, tiny_training(steps=10), tmp_path / "run", progress=False)
+    with pytest.raises(PlaygroundError, match="still training"):
+        train(corpus, config, tiny_training(steps=20), tmp_path / "half", until=10, progress=False)
+        export_checkpoint(tmp_path / "half" / CHECKPOINT, tmp_path / "refused")
+    model, tokenizer = load_shipped(torch.device("cpu"), torch.float32,
+                                    export_checkpoint(tmp_path / "run" / CHECKPOINT, tmp_path / "shipped"))
+    ids = torch.tensor([tokenizer.encode("All:\nSpeak.")])
+    state.model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, state.model(ids).logits)
+    assert tokenizer.chars == corpus.vocab.chars and model.config.oscillator_layers == [config.phase_layer]

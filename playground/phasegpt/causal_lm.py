@@ -29,6 +29,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..errors import PlaygroundError, require
 from ..kuramoto import RunningMeanField
+from ..model_source import quiet_transformers
 from .model import CharGPT, ModelConfig, PhaseCoupling, attend
 
 SHIPPED_FOLDER = Path(__file__).resolve().parents[2] / "assets" / "phasegpt"
@@ -174,6 +175,7 @@ def load_shipped(device: torch.device, dtype: torch.dtype,
     """The shipped model and its tokenizer, from ``folder`` (a missing folder is a clear error)."""
     if not (folder / "config.json").is_file():
         raise PlaygroundError(f"the PhaseGPT model is not in {folder} (config.json and model.safetensors)")
+    quiet_transformers()
     model = PhaseGPTForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
     model.generation_config = GenerationConfig()  # no end-of-text token: a column ends at its length
     return model, CharTokenizer(model.config.chars)
@@ -183,6 +185,9 @@ def export_checkpoint(checkpoint: Path, folder: Path = SHIPPED_FOLDER) -> Path:
     """Write a training checkpoint's model (``phasegpt train``) as the shipped folder; returns it."""
     payload = torch.load(checkpoint, weights_only=False, map_location="cpu")
     settings = ModelConfig(**payload["model_config"])
+    if payload["step"] < payload["train_config"]["steps"]:
+        raise PlaygroundError(f"{checkpoint} is still training (step {payload['step']} of "
+                              f"{payload['train_config']['steps']})")
     if settings.phase_mode != "fixed":
         raise PlaygroundError(f"{checkpoint} is not a fixed-layer model: only the fixed layer decodes step by step")
     config = PhaseGPTConfig(chars=payload["vocab"], block_size=settings.block_size, n_layer=settings.n_layer,
@@ -190,5 +195,6 @@ def export_checkpoint(checkpoint: Path, folder: Path = SHIPPED_FOLDER) -> Path:
                             phase_layer=settings.phase_layer, coupling=settings.to_dict()["coupling"])
     model = PhaseGPTForCausalLM(config)
     model.gpt.load_state_dict(payload["model"])
+    quiet_transformers()
     model.save_pretrained(folder)
     return folder
