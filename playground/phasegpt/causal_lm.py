@@ -19,6 +19,8 @@ The phase layer's attention weights are what its mean field is: each visible pos
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,7 +125,16 @@ class PhaseGPTForCausalLM(PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, cache: DynamicCache | None = None, use_cache: bool = True,
                 output_attentions: bool = False, logits_to_keep: int = 0, **kwargs: Any) -> PhaseGPTOutput:
-        """Logits of ``input_ids`` [rows, n] after the positions already in ``cache`` (which it extends)."""
+        """Logits of ``input_ids`` [rows, n] after the positions already in ``cache`` (which it extends).
+
+        On one CPU thread: its matrices are too small for a second one to help, and on a busy machine each
+        product would wait for the other thread's core (40 times slower on 2 loaded cores).
+        """
+        with one_cpu_thread():
+            return self._forward(input_ids, cache, output_attentions, logits_to_keep)
+
+    def _forward(self, input_ids: torch.Tensor, cache: DynamicCache | None, output_attentions: bool,
+                 logits_to_keep: int) -> PhaseGPTOutput:
         gpt, (rows, n) = self.gpt, input_ids.shape
         cache = cache if cache is not None else DynamicCache(config=self.config)
         past = cache.get_seq_length()
@@ -168,6 +179,17 @@ class PhaseGPTForCausalLM(PreTrainedModel):
             visible = torch.ones(n, past + n, dtype=h.dtype, device=h.device).tril(past)
             weights = (visible / visible.sum(-1, keepdim=True)).expand(rows, heads, n, past + n)
         return mixed, weights, phases
+
+
+@contextmanager
+def one_cpu_thread() -> Iterator[None]:
+    """torch's intra-op threads set to one inside, and back after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def load_shipped(device: torch.device, dtype: torch.dtype,
