@@ -2,11 +2,13 @@
 Engine, the oscillators' own R, the cache's running sums under prefill, steps and row re-indexing."""
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 from margins import assert_greedy_decided
 from test_phasegpt import TEXT, tiny_config, tiny_training
@@ -72,17 +74,20 @@ def test_every_sampler_runs_and_its_R_is_the_oscillators_own(lm):
 
 
 def test_prefill_and_step_by_step_decoding_agree(lm):
+    """In float64, so that 1e-5 measures the decoding, not float32's rounding of logits near 10."""
+    model = copy.deepcopy(lm.model).double()
     ids = torch.tensor(lm.encode(PROMPT + " doth yonder window break?"))
     with torch.no_grad():
-        full = lm.model.gpt(ids[None])
-        cache, last = lm.prefill(ids[:10], capacity=len(ids))
-        logits, order = [last], []
+        full = model.gpt(ids[None])
+        cache = DynamicCache(config=model.config)
+        out = model(ids[None, :10], cache=cache)
+        logits, order = [out.logits[:, -1]], []
         for t in range(10, len(ids)):
-            out, cache = lm.forward(ids[t:t + 1].view(1, 1), cache, output_attentions=True)
+            out = model(ids[None, t:t + 1], cache=cache, output_attentions=True)
             logits.append(out.logits[:, -1])
             order.append(out.oscillator_order_parameter[0, -1, 0])
     assert (torch.stack(logits, 1) - full.logits[:, 9:]).abs().max() < 1e-5
-    direct = lm.model.gpt.phase_layer.token_order_parameter(full.phases)[0, 10:]
+    direct = model.gpt.phase_layer.token_order_parameter(full.phases)[0, 10:]
     assert (torch.stack(order) - direct).abs().max() < 1e-5
     weights = out.attentions[4][0, :, -1]  # the mean field: every position weighted alike
     assert torch.allclose(weights, torch.full_like(weights, 1 / len(ids)))
@@ -90,17 +95,18 @@ def test_prefill_and_step_by_step_decoding_agree(lm):
 
 def test_a_dropped_row_leaves_the_others_running_sums_right(lm):
     """Three rows in one cache, the middle one dropped by re-indexing: the others continue as if alone."""
+    model = copy.deepcopy(lm.model).double()
     ids = torch.tensor([lm.encode(p.ljust(10)) for p in ("KING:\nWhat", "QUEEN:\nNay", "FOOL:\nAye")])
     following = torch.tensor([[3], [5]])
     with torch.no_grad():
-        cache, _ = lm.prefill(ids[0, :0])  # an empty cache
-        _, cache = lm.forward(ids, cache)
+        cache = DynamicCache(config=model.config)
+        model(ids, cache=cache)
         cache.batch_select_indices(torch.tensor([0, 2]))
-        together, _ = lm.forward(following, cache)
+        together = model(following, cache=cache)
         for row, prompt_ids in enumerate(ids[[0, 2]]):
-            full = lm.model.gpt(torch.cat([prompt_ids, following[row]])[None])
+            full = model.gpt(torch.cat([prompt_ids, following[row]])[None])
             assert (together.logits[row, -1] - full.logits[0, -1]).abs().max() < 1e-5
-            direct = lm.model.gpt.phase_layer.token_order_parameter(full.phases)[0, -1]
+            direct = model.gpt.phase_layer.token_order_parameter(full.phases)[0, -1]
             assert abs(float(together.oscillator_order_parameter[row, -1, 0]) - float(direct)) < 1e-5
 
 
