@@ -140,3 +140,13 @@ def test_a_trained_checkpoint_exports_as_a_model_with_its_logits(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(ids).logits, state.model(ids).logits)
     assert tokenizer.chars == corpus.vocab.chars and model.config.oscillator_layers == [config.phase_layer]
+
+
+def test_the_page_offers_it_everywhere_and_says_which_R_it_has(lm, monkeypatch):
+    from playground.ui import backend
+
+    monkeypatch.setenv("SPACE_ID", "someone/playground")  # a deployment with a short allow-list
+    monkeypatch.delenv("PLAYGROUND_ALLOWED_MODELS", raising=False)
+    assert backend.check_model(PHASEGPT_MODEL) == PHASEGPT_MODEL
+    assert "oscillator R (PhaseGPT's phase layer, layer 4)" in backend.order_parameter_note(PHASEGPT_MODEL)
+    assert "attention R" in backend.order_parameter_note("someone/unloaded-model")
