@@ -37,8 +37,8 @@ EAGER_PREFILL_CHUNK = 256  # ... through an attention returning weights: heads x
 
 __all__ = ["BUNDLED_FILE", "BUNDLED_NAME", "BUNDLED_PACKAGE", "DEFAULT_MODEL", "DTYPES", "DTYPE_ALIASES",
            "EAGER_PREFILL_CHUNK", "Float32Head", "GROUPED_MODEL_TYPES", "HUB_DEFAULT_ID", "LoadedModel",
-           "ModelLoadError", "PHASEGPT_MODEL", "PREFILL_CHUNK", "add_model_arguments", "bundled_gguf", "cache_dir", "load_model",
-           "load_stock_model", "loaded_model", "model_from_arguments", "pick_device", "pick_dtype",
+           "ModelLoadError", "PHASEGPT_MODEL", "PREFILL_CHUNK", "add_model_arguments", "bundled_gguf", "cache_dir",
+           "load_model", "load_stock_model", "loaded_model", "model_from_arguments", "pick_device", "pick_dtype",
            "resolve_model_id"]
 
 
@@ -225,7 +225,7 @@ def load_model(model_id: str | None = None, device: str | torch.device | None = 
             if name == PHASEGPT_MODEL:
                 from .phasegpt.causal_lm import load_shipped
 
-                model, tokenizer = load_shipped(torch.device(where), precision)
+                model, tokenizer = load_shipped(torch.device(where))
                 _loaded[key] = LoadedModel(model=model, tokenizer=tokenizer, name=PHASEGPT_NAME, stock=as_stock)
             elif name == DEFAULT_MODEL:
                 _loaded[key] = _from_pretrained(converted_bundled_model(), BUNDLED_NAME, torch.device(where),

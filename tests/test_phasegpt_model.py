@@ -46,6 +46,7 @@ def oscillator_R(lm, ids: list[int]) -> torch.Tensor:
 def test_the_shipped_model_loads_as_a_64_character_model(lm):
     assert lm.n_layers == 7 and lm.max_context == 64 and len(lm.tokenizer) == 76 and lm.eos_ids == set()
     assert lm.oscillator_layers == [4] and lm.model.config.phase_mode == "fixed"
+    assert load_model(PHASEGPT_MODEL, dtype="bfloat16").dtype == torch.float32  # its running sums need float32
     ids = lm.encode(PROMPT)
     assert len(ids) == len(PROMPT) and lm.tokenizer.decode(ids) == PROMPT
     assert lm.order_parameter_source(4).startswith("oscillator R") and lm.order_parameter_source(3).startswith(
@@ -133,8 +134,8 @@ def test_a_trained_checkpoint_exports_as_a_model_with_its_logits(tmp_path):
     with pytest.raises(PlaygroundError, match="still training"):
         train(corpus, config, tiny_training(steps=20), tmp_path / "half", until=10, progress=False)
         export_checkpoint(tmp_path / "half" / CHECKPOINT, tmp_path / "refused")
-    model, tokenizer = load_shipped(torch.device("cpu"), torch.float32,
-                                    export_checkpoint(tmp_path / "run" / CHECKPOINT, tmp_path / "shipped"))
+    model, tokenizer = load_shipped(torch.device("cpu"), export_checkpoint(tmp_path / "run" / CHECKPOINT,
+                                                                         tmp_path / "shipped"))
     ids = torch.tensor([tokenizer.encode("All:\nSpeak.")])
     state.model.eval()
     with torch.no_grad():
