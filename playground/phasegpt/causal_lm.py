@@ -128,7 +128,7 @@ class PhaseGPTForCausalLM(PreTrainedModel):
         """Logits of ``input_ids`` [rows, n] after the positions already in ``cache`` (which it extends).
 
         On one CPU thread: its matrices are too small for a second one to help, and on a busy machine each
-        product would wait for the other thread's core (40 times slower on 2 loaded cores).
+        product would wait for the other thread's core (tens of times slower, measured on 2 loaded cores).
         """
         with one_cpu_thread():
             return self._forward(input_ids, cache, output_attentions, logits_to_keep)
