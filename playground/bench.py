@@ -17,7 +17,7 @@ import torch
 from .columns import ColumnSpec, column_labels, preset, sweep
 from .engine import Engine, RunOptions
 from .kernels import MEASURED_ROWS, packed_bytes
-from .models import add_model_arguments, load_stock_model, model_from_arguments
+from .models import PHASEGPT_MODEL, add_model_arguments, load_model, load_stock_model, model_from_arguments
 from .progress import say
 from .samplers import SAMPLERS, PlaygroundError
 from .timing import interleaved, tokens_per_second
@@ -159,6 +159,27 @@ def compare4_vs_single(engine: Engine, args) -> dict[str, Any]:
             "compare8_vs_single": round(step["eight"] / step["single"], 3),
             "compare8_forward_passes_per_step": forward_passes(engine, eight, args),
             "packed_weights_mb": round(packed_bytes(engine.lm.model) / 1e6, 1)}  # the copies made by now
+
+
+PHASEGPT_PROMPT = "ROMEO:\nBut soft, what light"  # its context is 64 characters
+
+
+@speed_measure
+def phasegpt_compare4(engine: Engine, args) -> dict[str, Any]:
+    """The shipped PhaseGPT on the page's path (R recorded, the four columns, one batched pass a step):
+    characters per second over all columns, and decoding steps per second."""
+    phasegpt = Engine(load_model(PHASEGPT_MODEL, engine.lm.device))
+    specs, new_tokens = four_columns(), min(args.tokens, phasegpt.lm.max_context - len(PHASEGPT_PROMPT))
+    options = RunOptions(seed=args.seed, max_new_tokens=new_tokens)
+    phasegpt.run(PHASEGPT_PROMPT, specs, options)  # Phase-Slip's calibration, once, before any clock starts
+
+    def compare() -> int:
+        return engine_tokens(phasegpt, specs, args, PHASEGPT_PROMPT, max_new_tokens=new_tokens)
+
+    samples = interleaved({"four": compare}, args.repeats)["four"]
+    return {"phasegpt_compare4_tok_s": round(tokens_per_second(samples), 1),
+            "phasegpt_compare4_steps_s": round(tokens_per_second(samples) / len(specs), 1),
+            "phasegpt_compare4_tokens": new_tokens}
 
 
 @speed_measure

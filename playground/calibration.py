@@ -99,7 +99,7 @@ def calibration_ids(lm: Any, text: str | None) -> list[int]:
     ids = lm.encode(text)
     if len(ids) < MIN_TOKENS and text != CALIBRATION_TEXT:
         ids = lm.encode(text.rstrip() + " " + CALIBRATION_TEXT)
-    return ids
+    return ids[:lm.max_context]  # a short-context model (PhaseGPT: 64 characters) reads what fits
 
 
 def _rows_cache(snapshot: list[tuple[torch.Tensor, torch.Tensor]], rows: int, config: Any) -> DynamicCache:

@@ -230,6 +230,8 @@ class Engine:
         out, run.plan.cache = self.lm.forward(tokens, run.plan.cache, output_attentions=run.need_attn,
                                               logits_to_keep=1)
         attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if run.need_attn else None
+        own = out.get("oscillator_order_parameter")  # a model with oscillators (PhaseGPT) reports their own R
+        run.plan.own_order_parameter = own[:, -1] if own is not None else None
         return out.logits[:, -1, :].float(), attn
 
     def _view(self, run: Run, col: Column, row: int, logits, attn, side_rows: list[int] | None = None) -> StepView:
@@ -284,7 +286,10 @@ class Engine:
         top_ids, top_probs = top_alternatives(stats.log_probs)
         r_layers = None
         if run.options.record_order_parameter and attn is not None:
-            r_layers = kuramoto.attention_order_parameter(attn[rows]).tolist()
+            r = kuramoto.attention_order_parameter(attn[rows])
+            if run.plan.own_order_parameter is not None:  # the oscillators' R at their layers, not a read-out
+                r[:, self.lm.oscillator_layers] = run.plan.own_order_parameter[rows].to(r.dtype)
+            r_layers = r.tolist()
         return [CleanStep(stats=stats.row(i), top_ids=top_ids[i], top_probs=top_probs[i],
                           r_layers=[round(x, 6) for x in r_layers[i]] if r_layers else None)
                 for i in range(len(rows))]

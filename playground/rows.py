@@ -56,6 +56,7 @@ class RowPlan:
     def __init__(self, cache: Any):
         self.cache = cache
         self.layout: list[Row] = [Row(col=-1, kind="main", source=0, token=-1)]  # the prefill's one row
+        self.own_order_parameter: torch.Tensor | None = None  # the model's own R per row of the last pass (PhaseGPT)
 
     def next_rows(self, requests: list[RowRequest]) -> list[Row]:
         """The rows of the next forward pass; a side row kept from the last layout keeps its dirty tail."""

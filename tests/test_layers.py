@@ -3,7 +3,7 @@
     pure functions   errors, telemetry, metrics, kuramoto, rotation, plots, prompts, tables, timing, inputs,
                      precision, progress, draw
     models           attention, cache, kernels, norms, model_changes, model_source, devices, baseline,
-                     model_args, models
+                     model_args, models, phasegpt.model and phasegpt.causal_lm (the shipped PhaseGPT)
     samplers         samplers/*, calibration, columns, traces, divergence   (a sampler knows only its
                      StepView/Decision contract; a trace reads the stages a Decision lists)
     engine           rows, runs, engine
@@ -25,7 +25,7 @@ LAYERS = [
     ("pure functions", {"errors", "telemetry", "metrics", "kuramoto", "rotation", "plots", "prompts", "tables",
                         "timing", "inputs", "precision", "progress", "draw"}),
     ("models", {"attention", "cache", "kernels", "norms", "model_changes", "model_source", "devices", "baseline",
-                "model_args", "models"}),
+                "model_args", "models", "phasegpt.model", "phasegpt.causal_lm"}),
     ("samplers", {"samplers", "calibration", "columns", "traces", "divergence"}),
     ("engine", {"rows", "runs", "engine"}),
     ("front ends", {"facades", "cli", "explain", "bench", "bench_quality", "kuramoto_report", "phasegpt", "ui",
@@ -45,10 +45,12 @@ def modules() -> dict[str, Path]:
 
 
 def layer_of(name: str) -> int:
-    top = name.split(".")[0]
-    for i, (_, members) in enumerate(LAYERS):
-        if top in members:
-            return i
+    """The layer of the longest of ``name``'s dotted prefixes that LAYERS names (a module, else its package)."""
+    parts = name.split(".")
+    for prefix in (".".join(parts[:n]) for n in range(len(parts), 0, -1)):
+        for i, (_, members) in enumerate(LAYERS):
+            if prefix in members:
+                return i
     raise AssertionError(f"playground/{name}: no layer; add it to LAYERS in tests/test_layers.py")
 
 

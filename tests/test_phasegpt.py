@@ -269,7 +269,7 @@ def test_the_grid_has_the_seven_rows_and_the_layer_at_seven_twelfths_depth():
 def _fake_result(row: str, seed: int, ppl: float, collapsed: bool = False) -> dict:
     return {"row": row, "seed": seed, "steps": 100, "val_ppl": ppl, "subset_ppl_teacher_forced": ppl,
             "subset_ppl_causal": ppl + 1, "R_token": 0.5, "R_coupled": 0.8, "collapsed": collapsed,
-            "train_seconds": 10.0}
+            "train_seconds": 10.0, "train_cpu_seconds": 9.0}
 
 
 def test_the_table_gives_mean_and_sd_over_seeds_and_counts_collapses(tmp_path, monkeypatch, capsys):
@@ -286,6 +286,7 @@ def test_the_table_gives_mean_and_sd_over_seeds_and_counts_collapses(tmp_path, m
     (row,) = json.loads(capsys.readouterr().out)
     assert row["row"] == "fixed-k2" and row["seeds"] == 2 and row["collapsed"] == "1/2"
     assert row["val ppl"] == f"6.000 ± {math.sqrt(2):.3f}" and row["subset causal"] == f"7.000 ± {math.sqrt(2):.3f}"
+    assert row["train CPU s"] == "9.000 ± 0.000"
 
 
 def test_the_commands_are_registered():

@@ -229,7 +229,7 @@ def test_every_event_has_an_explicit_api_name(server):
     names = {d["api_name"] for d in server.config["dependencies"] if d.get("api_visibility") != "undocumented"}
     assert names == {"run", "branch", "back", "leave_branch", "stop", "roll_seed", "share_link", "add_column",
                      "duplicate_column", "remove_column", "sweep_column", "heatmap", "load_settings", "count_tokens",
-                     "compare", "why"}
+                     "order_parameter_note", "compare", "why"}
 
 
 def test_share_query_round_trips_the_column_list_and_the_branch_point():

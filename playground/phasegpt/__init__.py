@@ -4,5 +4,6 @@ data      the Shakespeare plays corpus (fetched once, checked by sha256) and its
 model     the GPT, the phase-coupled layer in its public and fixed modes, step-by-step decoding
 train     seeded, resumable training; teacher-forced and causal validation perplexity; R per token
 grid      the Phase A rows at CPU scale and their table
-commands  ``python -m playground phasegpt train|eval|table``
+causal_lm the shipped model as a playground model (``load_model("phasegpt")``): tokenizer, cache, loading
+commands  ``python -m playground phasegpt train|eval|table|export``
 """

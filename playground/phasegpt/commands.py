@@ -1,4 +1,5 @@
-"""``python -m playground phasegpt train|eval|table``: the grid's runs, their evaluation, their table."""
+"""``python -m playground phasegpt train|eval|table|export``: the grid's runs, their evaluation, their table,
+and the run that ships as the playground's ``phasegpt`` model."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..errors import PlaygroundError
 from ..tables import format_table
 from . import grid
 from .data import shakespeare
@@ -21,8 +23,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, text in (("train", "train (or resume) rows x seeds into the cache, then evaluate each"),
                        ("eval", "evaluate saved runs again, teacher-forced and causal"),
-                       ("table", "print the grid's table from the saved results")):
+                       ("table", "print the grid's table from the saved results"),
+                       ("export", "write a trained fixed-layer run as the shipped model (assets/phasegpt)")):
         q = sub.add_parser(name, help=text, description=text)
+        if name == "export":
+            q.add_argument("row", choices=[r for r, row in grid.ROWS.items() if row.phase_mode == "fixed"],
+                           metavar="ROW", help="a fixed-layer row of the grid")
+            q.add_argument("seed", type=int, metavar="SEED", help="its seed")
+            continue
         if name != "table":
             q.add_argument("--rows", nargs="+", default=list(grid.ROWS), choices=list(grid.ROWS), metavar="ROW",
                            help=f"rows of the grid (default: all): {', '.join(grid.ROWS)}")
@@ -37,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"train": _train, "eval": _eval, "table": _table}[args.action](args)
+    return {"train": _train, "eval": _eval, "table": _table, "export": _export}[args.action](args)
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -106,4 +114,14 @@ def _table(args: argparse.Namespace) -> int:
         print(f"no results yet in {grid.runs_dir()}: run `python -m playground phasegpt train`")
     else:
         print(format_table(rows, grid.TABLE_COLUMNS))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .causal_lm import export_checkpoint
+
+    checkpoint = grid.run_folder(args.row, args.seed) / CHECKPOINT
+    if not checkpoint.is_file():
+        raise PlaygroundError(f"{args.row} seed {args.seed} is not trained: no {checkpoint}")
+    print(f"wrote {export_checkpoint(checkpoint)} from {checkpoint}")
     return 0

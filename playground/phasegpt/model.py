@@ -68,6 +68,19 @@ class ModelOutput:
     phases: torch.Tensor | None = None
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+           with_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Causal attention of the L newest queries [B, H, L, D] over T >= L keys and values, the last L of which
+    are theirs: query i sees keys 0..T-L+i. Returns the output and, if asked, the weights [B, H, L, T]."""
+    L, T = q.shape[2], k.shape[2]
+    visible = torch.ones(L, T, dtype=torch.bool, device=q.device).tril(T - L)
+    if not with_weights:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=visible), None
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+    return weights @ v, weights
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -143,19 +156,24 @@ class PhaseCoupling(nn.Module):
                                             share_oscillators=False, noise_sigma=noise)
         return self.read_out(phases), phases
 
-    def step(self, x: torch.Tensor, running: RunningMeanField | None):
-        """One new position x [B, 1, C] from the running sums of the earlier ones (fixed mode only)."""
+    def extend(self, x: torch.Tensor, running: RunningMeanField | None):
+        """New positions x [B, L, C] after those ``running`` has summed (fixed mode only): the output [B, L, C],
+        the final phases [B, H, L, N] and, per integration level, the running sums after each new position
+        (cos, sin [steps + 1, B, H, L, N])."""
         if not self.causal:
             raise PlaygroundError("the public phase layer couples each position with the later ones, so it cannot "
                                   "decode one position at a time; use phase_mode 'fixed'")
         s = self.settings
-        theta0 = self.initial_phases(x)[:, :, 0]  # [B, H, N]
-        if running is None:
-            running = RunningMeanField.empty(s.steps, theta0.shape, theta0.dtype, theta0.device)
-        phases, running = kuramoto.causal_kuramoto_next(theta0, self.natural_frequency, self.signed_coupling()[..., 0],
-                                                        s.dt, s.steps, running, share_oscillators=False)
-        phases = phases.unsqueeze(2)
-        return self.read_out(phases), running, phases
+        phases, cos, sin = kuramoto.causal_kuramoto_extend(
+            self.initial_phases(x), self.natural_frequency.unsqueeze(1), self.signed_coupling(), s.dt, s.steps,
+            running, share_oscillators=False)
+        return self.read_out(phases), phases, cos, sin
+
+    def step(self, x: torch.Tensor, running: RunningMeanField | None):
+        """One new position x [B, 1, C] from the running sums of the earlier ones (fixed mode only)."""
+        mixed, phases, cos, sin = self.extend(x, running)
+        seen = running.count if running is not None else 0
+        return mixed, RunningMeanField(cos[..., -1, :], sin[..., -1, :], seen + 1), phases
 
     def token_order_parameter(self, phases: torch.Tensor) -> torch.Tensor:
         """R per token [B, L]: the order parameter of all H N phases at that position (one circular mean)."""
@@ -178,16 +196,18 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         mixed, phases = self.mix(self.ln_1(x))
-        x = x + mixed
-        return x + self.mlp(self.ln_2(x)), phases
+        return self.feed_forward(x + mixed), phases
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's second half, after its mix was added to x."""
+        return x + self.mlp(self.ln_2(x))
 
     def step(self, x: torch.Tensor, state):
         if isinstance(self.mix, PhaseCoupling):
             mixed, state, phases = self.mix.step(self.ln_1(x), state)
         else:
             (mixed, state), phases = self.mix.step(self.ln_1(x), state), None
-        x = x + mixed
-        return x + self.mlp(self.ln_2(x)), state, phases
+        return self.feed_forward(x + mixed), state, phases
 
 
 @dataclass

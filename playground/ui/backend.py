@@ -15,7 +15,8 @@ import torch
 from ..columns import ColumnSpec, columns_from_json
 from ..engine import MAX_NEW_TOKENS, Engine, RunOptions
 from ..inputs import check_prompt_text, max_prompt_tokens
-from ..models import DEFAULT_MODEL, HUB_DEFAULT_ID, load_model, loaded_model
+from ..kuramoto import default_probe_layer
+from ..models import DEFAULT_MODEL, HUB_DEFAULT_ID, PHASEGPT_MODEL, load_model, loaded_model
 from ..samplers import SAMPLERS, PlaygroundError
 from .columns import integer_value, table_specs
 from .render import STOPPED_BEFORE_START
@@ -30,6 +31,7 @@ except ImportError:
 DEFAULT_MAX_NEW_TOKENS = 48
 SPACES_ALLOWED_MODELS = (HUB_DEFAULT_ID, "HuggingFaceTB/SmolLM2-360M-Instruct")
 GPU_SPACES_ALLOWED_MODELS = ("HuggingFaceTB/SmolLM2-1.7B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct")
+SHIPPED_MODELS = (DEFAULT_MODEL, PHASEGPT_MODEL)  # shipped with the project: allowed everywhere
 GPU_SECONDS_MIN, GPU_SECONDS_MAX = 20, 120  # what one ZeroGPU call may ask for
 
 
@@ -91,11 +93,24 @@ def check_model(model_id: str | None) -> str:
     """The model id to load, or a PlaygroundError when this deployment does not allow it."""
     model_id = (model_id or DEFAULT_MODEL).strip() or DEFAULT_MODEL
     allowed = allowed_models()
-    if model_id != DEFAULT_MODEL and allowed is not None and model_id not in allowed:
-        choices = ", ".join([DEFAULT_MODEL, *allowed])
+    if model_id not in SHIPPED_MODELS and allowed is not None and model_id not in allowed:
+        choices = ", ".join([*SHIPPED_MODELS, *allowed])
         raise PlaygroundError(f"model {model_id!r} is not allowed here; choose one of: {choices} "
                               "(the allow-list is set by PLAYGROUND_ALLOWED_MODELS)")
     return model_id
+
+
+def order_parameter_note(model_id: str | None) -> str:
+    """Which Kuramoto R the page's plots show for this model: its oscillators' own, or read from attention."""
+    model_id = (model_id or DEFAULT_MODEL).strip() or DEFAULT_MODEL
+    lm = loaded_model(model_id)
+    if lm is not None:
+        source = lm.order_parameter_source(default_probe_layer(lm.n_layers))
+    elif model_id == PHASEGPT_MODEL:
+        source = "oscillator R (PhaseGPT's phase layer)"
+    else:
+        source = "attention R, read from the attention rows of the layer at about 58% depth"
+    return f"Kuramoto R of this model: **{source}**."
 
 
 def prompt_count_html(prompt: str, model: str, chat: bool) -> str:

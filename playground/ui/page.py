@@ -24,7 +24,8 @@ from ..models import DEFAULT_MODEL, load_model
 from ..prompts import BENCHMARK_PROMPTS
 from ..samplers import SAMPLERS, PlaygroundError
 from . import handlers
-from .backend import DEFAULT_MAX_NEW_TOKENS, allowed_models, compare, on_zero_gpu, prompt_count_html
+from .backend import (DEFAULT_MAX_NEW_TOKENS, SHIPPED_MODELS, allowed_models, compare, on_zero_gpu,
+                      order_parameter_note, prompt_count_html)
 from .columns import HEADERS, add_choices, default_specs, reference_markdown, table_rows
 from .render import EMPTY_COLUMNS, LOADING_STATUS
 from .scripts import BRIDGE_JS, PARTS_JS, TOKEN_MENU_JS, WHY_BRIDGE_JS, WHY_PANEL_JS
@@ -57,6 +58,7 @@ class Page:
     seed: gr.Number
     dice: gr.Button
     model: gr.Dropdown
+    order_note: gr.Markdown
     chat: gr.Checkbox
     table: gr.Dataframe
     add_choice: gr.Dropdown
@@ -126,6 +128,7 @@ def build_app() -> gr.Blocks:
         gr.on([page.prompt.change, page.model.change, page.chat.change], prompt_count_html,
               inputs=[page.prompt, page.model, page.chat], outputs=page.prompt_count, api_name="count_tokens",
               trigger_mode="always_last", **quiet)  # the tokenizer only: cheap enough to follow the typing
+        page.model.change(order_parameter_note, page.model, page.order_note, api_name="order_parameter_note", **quiet)
         page.heat_column.input(handlers.show_heatmap, [page.heat_column, page.last_run], page.heatmap,
                                api_name="heatmap", show_progress="hidden")
         demo.load(shows(handlers.load_settings), None, outputs(page, SettingsView), api_name="load_settings",
@@ -162,9 +165,10 @@ def lay_out() -> Page:
                                  elem_id="pg-seed", scale=2)
                 dice = gr.Button("Random seed", elem_id="pg-dice", scale=1, min_width=90)
             with gr.Row():
-                model = gr.Dropdown(choices=[DEFAULT_MODEL, *(allowed or [])], value=DEFAULT_MODEL,
+                model = gr.Dropdown(choices=[*SHIPPED_MODELS, *(allowed or [])], value=DEFAULT_MODEL,
                                     allow_custom_value=allowed is None, label="Model", elem_id="pg-model",
-                                    info="the bundled SmolLM2-135M-Instruct"
+                                    info="the bundled SmolLM2-135M-Instruct; phasegpt: the bundled character-level "
+                                         "PhaseGPT (64 characters of context)"
                                     + ("; any hub id allowed" if allowed is None else ""), scale=3)
                 chat = gr.Checkbox(value=False, label="Chat template", elem_id="pg-chat", scale=1)
         with gr.Column(scale=3):
@@ -201,6 +205,7 @@ def lay_out() -> Page:
     metrics = gr.DataFrame(label="Metrics across columns (3 significant digits)", elem_id="pg-metrics", wrap=True)
     gr.Markdown("### Per-token signals\nClean entropy, Phase-Slip's fusion α, the adaptive α, Kuramoto R and "
                 "how many tokens each sampler kept, on one token axis; hover a point for its token.")
+    order_note = gr.Markdown(order_parameter_note(DEFAULT_MODEL), elem_id="pg-order-note")
     signals = gr.Plot(show_label=False, elem_id="pg-signals")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
@@ -217,7 +222,7 @@ def lay_out() -> Page:
             share = gr.Textbox(label="Share link", buttons=["copy"], interactive=False, max_lines=4,
                                elem_id="pg-share")
     return Page(prompt=prompt, prompt_count=prompt_count, run_btn=run_btn, stop_btn=stop_btn, status=status,
-                max_tokens=max_tokens, seed=seed, dice=dice, model=model, chat=chat, table=table,
+                max_tokens=max_tokens, seed=seed, dice=dice, model=model, order_note=order_note, chat=chat, table=table,
                 add_choice=add_choice, add_btn=add_btn, number=number, dup_btn=dup_btn, remove_btn=remove_btn,
                 sweep_text=sweep_text, sweep_btn=sweep_btn, breadcrumb=breadcrumb, back=back, columns=columns,
                 branch_bridge=branch_bridge, why_bridge=why_bridge, why=why, parts=parts, metrics=metrics,
