@@ -1,7 +1,7 @@
 """The package's import rule: layers bottom up, no upward import, no circle.
 
     pure functions   errors, telemetry, metrics, kuramoto, rotation, plots, prompts, tables, timing, inputs,
-                     precision, progress
+                     precision, progress, samples
     models           attention, cache, kernels, norms, model_changes, model_source, devices, baseline,
                      model_args, models
     samplers         samplers/*, calibration, columns   (a sampler knows only its StepView/Decision contract)
@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "playground"
 
 LAYERS = [
     ("pure functions", {"errors", "telemetry", "metrics", "kuramoto", "rotation", "plots", "prompts", "tables",
-                        "timing", "inputs", "precision", "progress"}),
+                        "timing", "inputs", "precision", "progress", "samples"}),
     ("models", {"attention", "cache", "kernels", "norms", "model_changes", "model_source", "devices", "baseline",
                 "model_args", "models"}),
     ("samplers", {"samplers", "calibration", "columns"}),
