@@ -207,12 +207,15 @@ class Run:
                                        self.options.reference),
         }
 
-    def _column_json(self, c: int) -> dict[str, Any]:
-        """Column c's sample 0 as a one-sample run reports it, plus its ``samples`` (a decoded-once column's repeated)."""
+    def sample(self, c: int, i: int) -> Column:
+        """Sample i of column c (a decoded-once column's one sample stands for all)."""
         decoded = self.samples[c]
+        return decoded[min(i, len(decoded) - 1)]
+
+    def _column_json(self, c: int) -> dict[str, Any]:
+        """Column c's sample 0 as a one-sample run reports it, plus its ``samples``."""
         out = self.columns[c].to_json(self.elapsed_s, self.prompt)
-        out["decoded_once"] = len(decoded) == 1 and self.options.samples > 1
-        out["samples"] = [decoded[min(i, len(decoded) - 1)].sample_json(i, self.options.seed + i, self.elapsed_s,
-                                                                         self.prompt)
+        out["decoded_once"] = len(self.samples[c]) == 1 and self.options.samples > 1
+        out["samples"] = [self.sample(c, i).sample_json(i, self.options.seed + i, self.elapsed_s, self.prompt)
                           for i in range(self.options.samples)]
         return out

@@ -132,8 +132,9 @@ def test_two_runs_give_identical_results(tiny_llama, tmp_path):
 def test_resume_after_interruption_gives_the_same_summary(tiny_llama, tmp_path):
     full = bq.run_quality(tiny_llama, options(tmp_path / "full"), log=lambda m: None)
     part = bq.run_quality(tiny_llama, options(tmp_path / "part", max_samples=3), log=lambda m: None)
-    assert len(pd.read_csv(tmp_path / "part/results.csv")) == 3  # whole runs of 3 columns: stopped after 1 run
-    assert sum(r["samples"] for r in part["configurations"]) == 3
+    # a run is a prompt's 3 columns x 2 rounds (its samples): stopped after that first whole run
+    assert len(pd.read_csv(tmp_path / "part/results.csv")) == 6
+    assert sum(r["samples"] for r in part["configurations"]) == 6
     bq.run_quality(tiny_llama, options(tmp_path / "part"), log=lambda m: None)
     resumed = pd.read_csv(tmp_path / "part/results.csv")
     assert len(resumed) == 12 and not resumed.duplicated(["config", "prompt_index", "round"]).any()
@@ -147,17 +148,17 @@ def test_ctrl_c_keeps_finished_samples_and_a_rerun_completes_them(tiny_llama, tm
 
     def run_then_interrupt(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 2:
             raise KeyboardInterrupt
         return real_run(self, *args, **kwargs)
 
     monkeypatch.setattr(Engine, "run", run_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        bq.run_quality(tiny_llama, options(tmp_path / "cut", rounds=3, prompts=1), log=lambda m: None)
-    assert len(pd.read_csv(tmp_path / "cut/results.csv")) == 6  # two finished runs of three columns
+        bq.run_quality(tiny_llama, options(tmp_path / "cut", rounds=3, prompts=2), log=lambda m: None)
+    assert len(pd.read_csv(tmp_path / "cut/results.csv")) == 9  # one finished run: three columns x three rounds
     monkeypatch.setattr(Engine, "run", real_run)
-    bq.run_quality(tiny_llama, options(tmp_path / "cut", rounds=3, prompts=1), log=lambda m: None)
-    bq.run_quality(tiny_llama, options(tmp_path / "whole", rounds=3, prompts=1), log=lambda m: None)
+    bq.run_quality(tiny_llama, options(tmp_path / "cut", rounds=3, prompts=2), log=lambda m: None)
+    bq.run_quality(tiny_llama, options(tmp_path / "whole", rounds=3, prompts=2), log=lambda m: None)
     pd.testing.assert_frame_equal(quality_columns(tmp_path / "cut/results.csv"),
                                   quality_columns(tmp_path / "whole/results.csv"))
 
