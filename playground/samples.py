@@ -19,13 +19,13 @@ Everything here reads the run JSON (``Run.to_json()``), so the CLI, the page and
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from functools import lru_cache
 from typing import Any, Sequence
 
 from . import metrics
 from .errors import PlaygroundError
+from .inputs import positive_env_int
 
 MAX_SAMPLES = 32
 ROW_CAP_ENV = "PLAYGROUND_MAX_ROWS"
@@ -42,16 +42,8 @@ POOLED_N = (1, 2, 3)
 
 def row_cap(device_type: str) -> int:
     """The most columns x samples one run may ask for: ``PLAYGROUND_MAX_ROWS``, else the device's default."""
-    raw = os.environ.get(ROW_CAP_ENV, "").strip()
-    if not raw:
-        return DEFAULT_ROW_CAP["cpu" if device_type == "cpu" else "gpu"]
-    try:
-        cap = int(raw)
-    except ValueError:
-        raise PlaygroundError(f"{ROW_CAP_ENV} must be a positive integer, got {raw!r}") from None
-    if cap < 1:
-        raise PlaygroundError(f"{ROW_CAP_ENV} must be a positive integer, got {raw!r}")
-    return cap
+    cap = positive_env_int(ROW_CAP_ENV)
+    return cap if cap is not None else DEFAULT_ROW_CAP["cpu" if device_type == "cpu" else "gpu"]
 
 
 def check_samples(samples: Any, columns: int, reference: Any, device_type: str) -> None:
