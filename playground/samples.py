@@ -29,7 +29,7 @@ from .inputs import positive_env_int
 
 MAX_SAMPLES = 32
 ROW_CAP_ENV = "PLAYGROUND_MAX_ROWS"
-DEFAULT_ROW_CAP = {"cpu": 64, "gpu": 256}  # columns x samples; 256 = 8 columns x 32 samples
+DEFAULT_ROW_CAP = {"cpu": 32, "gpu": 256}  # columns x samples; 256 = 8 columns x 32 samples
 SUMMARY_METRICS = ("tokens", "perplexity", "distinct_1", "distinct_2", "rep_2", "type_token_ratio", "mean_entropy",
                    "mean_order_parameter")
 # metric -> the sign of a better difference (+1: higher is better, -1: lower is better)
