@@ -182,6 +182,69 @@ def phasegpt_compare4(engine: Engine, args) -> dict[str, Any]:
             "phasegpt_compare4_tokens": new_tokens}
 
 
+def forward_seconds(engine: Engine, fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()``'s result and the seconds it spent inside the model's forward passes."""
+    spent, real = [0.0], engine.lm.forward
+
+    def timed(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return real(*a, **kw)
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    engine.lm.forward = timed
+    try:
+        return fn(), spent[0]
+    finally:
+        del engine.lm.forward  # back to the class's method
+
+
+@speed_measure
+def samples16_vs_one(engine: Engine, args) -> dict[str, Any]:
+    """Wall time per generated token of a column (= per decoding step) of the four columns with 16 samples each
+    over the same four with one: linear in the samples would be 16; and the share of each in the forward passes."""
+    four = four_columns()
+    forward: dict[str, float] = {}
+
+    def per_step(key: str, samples: int):
+        def go():
+            options = RunOptions(seed=args.seed, max_new_tokens=args.tokens, samples=samples)
+            run, spent = forward_seconds(engine, lambda: engine.run(BENCH_PROMPT, four, options))
+            steps = max(1, max(len(c.tokens) for c in run.decoding))
+            forward[key] = spent / max(run.elapsed_s, 1e-9)  # the last repeat's
+            return steps
+        return go
+
+    samples = interleaved({"sixteen": per_step("sixteen", 16), "one": per_step("one", 1)}, args.repeats)
+    step = {k: min(t / n for t, n in v) for k, v in samples.items()}
+    return {"samples16_vs_one": round(step["sixteen"] / step["one"], 3),
+            "samples16_step_ms": round(step["sixteen"] * 1000, 1), "samples1_step_ms": round(step["one"] * 1000, 1),
+            "samples16_forward_share": round(forward["sixteen"], 3), "samples1_forward_share": round(forward["one"], 3)}
+
+
+@speed_measure
+def largest_request_memory(engine: Engine, args) -> dict[str, Any]:
+    """Peak resident memory (growth) of the largest request the default row cap allows on this device:
+    eight columns x (cap / 8) samples, ``--tokens`` new tokens each (the 1,024-token figure: --tokens 1024)."""
+    from .samples import row_cap
+
+    per_column = min(32, row_cap(engine.lm.device.type) // 8)
+    options = RunOptions(seed=args.seed, max_new_tokens=args.tokens, samples=per_column)
+    holder: list = []
+    go = lambda: holder.append(engine.run(BENCH_PROMPT, eight_columns(), options))  # noqa: E731
+    if engine.lm.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(engine.lm.device)
+        before = torch.cuda.memory_allocated(engine.lm.device)
+        go()
+        peak = (torch.cuda.max_memory_allocated(engine.lm.device) - before) / 1e9
+    else:
+        peak = peak_rss_growth_gb(go)
+    return {"largest_request": f"8 columns x {per_column} samples x {args.tokens} tokens",
+            "largest_request_s": round(holder[0].elapsed_s, 1),
+            "largest_request_peak_gb": None if peak is None else round(peak, 3)}
+
+
 @speed_measure
 def phase_slip_vs_temperature(engine: Engine, args) -> dict[str, Any]:
     """Phase-Slip tok/s over temperature sampling's, same T 0.65, top-k 40, top-p 0.92 (public: 0.37)."""

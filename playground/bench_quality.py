@@ -1,13 +1,15 @@
 """Quality benchmark: ``python -m playground bench quality`` (the published Phase-Slip protocol; docs/benchmarks.md).
 
-    prompts x rounds -> one batched Engine.run per (prompt, round) with every configuration
-    as a column -> one results.csv row per sample (written as it finishes)
+    prompts x rounds -> per prompt, one batched Engine.run with every configuration as a column and
+    the rounds as its samples (docs/samples.md; as many rounds per run as the row cap allows)
+    -> one results.csv row per sample (written as each run finishes)
     -> summary (mean +- std per configuration) -> summary.csv, summary.json, frontier.html
 
 Protocol. The five BENCHMARK_PROMPTS (or the user's, ``--prompts-file``), ``rounds`` rounds each,
-seed = prompt_index * 1000 + round.
-All configurations of one (prompt, round) are columns of one run: same seed, common random
-numbers. Configurations: greedy; standard sampling (T 0.8, top-k 40, top-p 0.92); Phase-Slip at
+seed = prompt_index * 1000 + round: a run of rounds r0.. has seed prompt_index * 1000 + r0, and
+its sample i is seeded that + i, round r0 + i.
+All configurations of one (prompt, round) are sample i of the columns of one run: same seed, common
+random numbers. Configurations: greedy; standard sampling (T 0.8, top-k 40, top-p 0.92); Phase-Slip at
 T 0.65 as published; Phase-Slip at T 0.8 (equal temperature); the adaptive sampler; min-p 0.1 at
 T 0.8 (equal temperature, top-k and top-p off); mirostat τ = 5; entropix. A configuration whose
 sampler is not registered is skipped with a note.
@@ -41,6 +43,7 @@ from . import metrics
 from .engine import MAX_COLUMNS, MAX_NEW_TOKENS, ColumnSpec, Engine, RunOptions
 from .models import LoadedModel, load_model, model_from_arguments
 from .prompts import BENCHMARK_PROMPTS
+from .samples import MAX_SAMPLES, row_cap
 from .samplers import SAMPLERS, PlaygroundError, make_settings, sampler_class
 from .tables import format_table
 from .timing import interleaved, tokens_per_second
@@ -300,10 +303,17 @@ def prepare_out(out: Path, record: dict) -> None:
 # The run
 
 
-def plan(configs: list[Config], prompts: int, rounds: int) -> list[tuple[int, int, int]]:
-    """(prompt_index, round, group) of every batched run, in order."""
+def plan(configs: list[Config], prompts: int, rounds: int, per_run: int) -> list[tuple[int, range, int]]:
+    """(prompt_index, its rounds, group) of every batched run, in order: ``per_run`` rounds a run at most."""
     groups = sorted({c.group for c in configs})
-    return [(p, r, g) for p in range(prompts) for r in range(rounds) for g in groups]
+    return [(p, range(r, min(r + per_run, rounds)), g)
+            for p in range(prompts) for g in groups for r in range(0, rounds, per_run)]
+
+
+def rounds_per_run(configs: list[Config], rounds: int, device_type: str) -> int:
+    """As many rounds (samples) per run as the row cap allows for the largest group, at most MAX_SAMPLES."""
+    widest = max(sum(c.group == g for c in configs) for g in {c.group for c in configs})
+    return max(1, min(rounds, MAX_SAMPLES, row_cap(device_type) // widest))
 
 
 def run_quality(lm: LoadedModel, options: QualityOptions | None = None, scorer: LoadedModel | None = None,
@@ -328,12 +338,12 @@ def run_quality(lm: LoadedModel, options: QualityOptions | None = None, scorer: 
     done = set(zip(done_frame["config"], done_frame["prompt_index"].astype(int), done_frame["round"].astype(int)))
     engine = Engine(lm)
     prompts = prompt_list(o)
-    todo = plan(configs, len(prompts), o.rounds)
+    todo = plan(configs, len(prompts), o.rounds, rounds_per_run(configs, o.rounds, lm.device.type))
     groups: dict[int, list[Config]] = {}
     for c in configs:
         groups.setdefault(c.group, []).append(c)
-    total = sum(len(groups[g]) for _, _, g in todo)
-    already = sum((c.label, p, r) in done for p, r, g in todo for c in groups[g])
+    total = sum(len(groups[g]) * len(rs) for _, rs, g in todo)
+    already = sum((c.label, p, r) in done for p, rs, g in todo for r in rs for c in groups[g])
     written = 0
     bar = tqdm(total=total, initial=already, unit="sample", desc="bench quality", disable=not o.progress)
     new_file = not results_path.is_file() or results_path.stat().st_size == 0
@@ -342,20 +352,20 @@ def run_quality(lm: LoadedModel, options: QualityOptions | None = None, scorer: 
             writer = csv.DictWriter(fh, fieldnames=list(RESULT_COLUMNS))
             if new_file:
                 writer.writeheader()
-            for p, r, g in todo:
+            for p, rs, g in todo:
                 if o.max_samples is not None and written >= o.max_samples:
                     log(f"stopped after {written} new samples (--max-samples); rerun with the same --out to resume")
                     break
                 group = groups[g]
-                missing = [c for c in group if (c.label, p, r) not in done]
+                missing = {(c.label, r) for c in group for r in rs if (c.label, p, r) not in done}
                 if not missing:
                     continue
-                # the whole group runs again even if only some are missing: the same batch, the same numbers
-                prompt, seed = prompts[p], p * 1000 + r
+                # the whole run again even if only some are missing: the same batch, the same numbers
+                prompt, seed = prompts[p], p * 1000 + rs[0]
                 run = engine.run(prompt, [c.spec() for c in group],
-                                 RunOptions(seed=seed, max_new_tokens=o.max_new_tokens))
-                rows = [sample_row(c, p, r, seed, prompt, col, run.elapsed_s, len(group), scorer)
-                        for c, col in zip(group, run.columns) if c in missing]
+                                 RunOptions(seed=seed, max_new_tokens=o.max_new_tokens, samples=len(rs)))
+                rows = [sample_row(c, p, r, seed + i, prompt, run.sample(k, i), run.elapsed_s, len(group), scorer)
+                        for i, r in enumerate(rs) for k, c in enumerate(group) if (c.label, r) in missing]
                 writer.writerows([{k: _cell(v) for k, v in row.items()} for row in rows])
                 fh.flush()
                 written += len(rows)

@@ -45,6 +45,11 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
     p.add_argument("--set", action="append", metavar="SAMPLER.KEY=VALUE", help="change one setting")
     p.add_argument("--probe-layer", type=int, default=None, help="layer whose Kuramoto R is reported")
+    p.add_argument("--samples", type=int, default=1,
+                   help="samples per column, 1..32; sample i is seeded seed + i, paired across columns "
+                        "(docs/samples.md)")
+    p.add_argument("--reference", type=int, default=1,
+                   help="the column (1-based) the others are compared with, sample by sample (default: the first)")
     p.add_argument("--explain", action="store_true", help="after the texts, where each pair of columns parts and why")
     p.add_argument("--traces", action="store_true", help="with --json: every token's chain trace too")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -75,7 +80,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from .engine import Engine, RunOptions
     specs = compare_columns(args)
     options = RunOptions(seed=args.seed, max_new_tokens=args.max_new_tokens, chat=args.chat,
-                         probe_layer=args.probe_layer)
+                         probe_layer=args.probe_layer, samples=args.samples, reference=args.reference - 1)
     lm = model_from_arguments(args)
     result = Engine(lm).run(args.prompt, specs, options).to_json(traces=args.traces)
     if args.json:
@@ -90,7 +95,35 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.explain:
         print("\nwhere the columns part:")
         print("\n".join(f"  {d['sentence']}" for d in result["divergences"]) or "  (one column: nothing to compare)")
+    if options.samples > 1:
+        print_samples(result)
     return 0
+
+
+def print_samples(result: dict) -> None:
+    """Each column's summary over its samples, then its paired comparison with the reference column."""
+    from .samples import PAIRED_METRICS
+
+    def interval(stats: dict) -> str:
+        ci = stats.get("ci95")
+        return f"{stats['mean']:.4g} [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else f"{stats['mean']:.4g}"
+
+    n = result["samples"]
+    print(f"\n{n} samples per column (sample i: seed {result['seed']} + i); mean [95% t interval]")
+    summary = [{"column": c["label"] + (" (decoded once)" if c["decoded_once"] else ""),
+                **{m: interval(c["sample_summary"]["metrics"][m]) for m in PAIRED_METRICS},
+                "pooled distinct-2": f"{c['sample_summary']['pooled']['distinct_2']:.4g}",
+                "distinct texts": f"{c['sample_summary']['distinct_texts']}/{n}"} for c in result["columns"]]
+    print(format_table(summary, list(summary[0])))
+    ref = result["columns"][result["reference_column"]]["label"]
+    print(f"\npaired with {ref!r}, sample by sample: mean difference [95% paired t interval], wins/ties/losses")
+    paired = [{"column": c["label"],
+               **{m: f"{interval({'mean': p['mean_difference'], 'ci95': p['ci95']})} "
+                     f"{p['wins']}/{p['ties']}/{p['losses']}" for m, p in
+                  ((m, c["paired"][m]) for m in PAIRED_METRICS)}}
+              for i, c in enumerate(result["columns"]) if i != result["reference_column"]]
+    if paired:
+        print(format_table(paired, list(paired[0])))
 
 
 def _add_presets(p: argparse.ArgumentParser) -> None:

@@ -21,6 +21,10 @@ run seed alone, and the engine draws exactly one uniform number per column per s
 or not. A column's tokens therefore do not depend on its neighbours, and two samplers that
 produce the same distribution produce the same tokens.
 
+Samples. With ``samples`` = N every column decodes N samples, each one more Column of the same
+batch (``Run.decoding``); sample i's generator and sampler start from seed + i, so sample 0 is
+the one-sample run and sample i of every column shares its random numbers (docs/samples.md).
+
 Devices. Every tensor of a run lives on the model's device, and statistics are float32
 whatever the model's dtype. The random draws alone stay on CPU generators (and the draw's
 inverse CDF on the CPU, in float64), so a run's tokens depend on its distributions, not on a
@@ -42,6 +46,7 @@ from .inputs import prompt_ids
 from .models import LoadedModel
 from .rows import Row, RowPlan, RowRequest
 from .runs import CleanStep, Column, Parent, Run, RunOptions, StepRecord, describe_branch
+from .samples import check_samples, decoded_once
 from .samplers import Decision, PlaygroundError, RunContext, StepView, make_settings, sampler_class
 from .samplers.base import Stage, point_mass
 from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, sampler_view, top_alternatives
@@ -106,7 +111,7 @@ class Engine:
             self.prefill(run)
             run.elapsed_s = time.perf_counter() - t0
             yield run
-            while not all(c.done for c in run.columns):
+            while not all(c.done for c in run.decoding):
                 if stop is not None and stop.is_set():
                     self.stop(run)
                     break
@@ -134,14 +139,16 @@ class Engine:
         specs = parse_columns(samplers)
         settings = [make_settings(s.sampler, s.settings) for s in specs]  # validate before any work
         ids = check_options(self.lm, prompt, options, parent.continuation if parent else ())
+        check_samples(options.samples, len(specs), options.reference, self.lm.device.type)  # before any pass
         if options.probe_layer is None:
             options.probe_layer = kuramoto.default_probe_layer(self.lm.n_layers)
         prompt_tensor = torch.tensor(ids, dtype=torch.long, device=self.lm.device)
         with self.lm.lock:  # a sampler's start may run the model (calibration)
-            columns = self._make_columns(specs, settings, options, prompt_tensor)
-        need_attn = options.record_order_parameter or any(c.sampler.needs_attentions for c in columns)
-        return Run(model=self.lm.name, prompt=prompt, prompt_ids=ids, options=options, columns=columns,
-                   parent=parent, prompt_tensor=prompt_tensor, need_attn=need_attn, piece=self.lm.piece)
+            samples = self._make_columns(specs, settings, options, prompt_tensor)
+        need_attn = options.record_order_parameter or any(s[0].sampler.needs_attentions for s in samples)
+        return Run(model=self.lm.name, prompt=prompt, prompt_ids=ids, options=options,
+                   columns=[s[0] for s in samples], samples=samples, parent=parent, prompt_tensor=prompt_tensor,
+                   need_attn=need_attn, piece=self.lm.piece)
 
     def prefill(self, run: Run) -> None:
         """The prompt into the run's cache, and every column's first token."""
@@ -150,7 +157,7 @@ class Engine:
         with self.lm.lock, torch.inference_mode():
             t0 = time.perf_counter()
             logits, attn = self._prefill(run)
-            main = {i: 0 for i in range(len(run.columns))}
+            main = {i: 0 for i in range(len(run.decoding))}
             self._decide_all(run, main, {}, logits, attn, (time.perf_counter() - t0) * 1000)
 
     def step(self, run: Run) -> None:
@@ -164,24 +171,28 @@ class Engine:
             run.step += 1
 
     def stop(self, run: Run) -> None:
-        """End every running column as "stopped"."""
-        for c in run.columns:
+        """End every running column (every sample) as "stopped"."""
+        for c in run.decoding:
             if not c.done:
                 c.finish_reason = "stopped"
                 c.final_text = self.lm.tokenizer.decode(c.tokens, skip_special_tokens=True)
         run.stopped = True
 
     # ---- setup ----------------------------------------------------------------------------
-    def _make_columns(self, specs, settings, options, prompt_tensor) -> list[Column]:
+    def _make_columns(self, specs, settings, options, prompt_tensor) -> list[list[Column]]:
+        """Per column its samples: sample i seeded seed + i; a column no seed changes decodes one."""
         columns = []
         for spec, st, label in zip(specs, settings, column_labels(specs)):
             cls = sampler_class(spec.sampler)
-            sampler = cls(st, self.lm)
-            sampler.start(RunContext(seed=options.seed, prompt_ids=prompt_tensor))
-            generator = torch.Generator().manual_seed(options.seed)  # the run seed alone: common random numbers
             asked = ColumnSpec(spec.sampler, {k: getattr(st, k) for k in spec.settings}, spec.label)  # typed values
-            columns.append(Column(label=label, sampler_name=spec.sampler, settings=st,
-                                  sampler=sampler, generator=generator, spec=asked))
+            samples = []
+            for i in range(1 if decoded_once(spec.sampler, st) else options.samples):
+                seed = options.seed + i  # the same for every column: common random numbers, sample by sample
+                sampler = cls(st, self.lm)
+                sampler.start(RunContext(seed=seed, prompt_ids=prompt_tensor))
+                samples.append(Column(label=label, sampler_name=spec.sampler, settings=st, sampler=sampler,
+                                      generator=torch.Generator().manual_seed(seed), spec=asked, sample=i))
+            columns.append(samples)
         return columns
 
     def _prefill(self, run: Run):
@@ -211,11 +222,11 @@ class Engine:
         requests = [RowRequest(col=c, source=main.get(c, 0), token=col.tokens[-1] if col.tokens else -1,
                                side_rows=col.sampler.extra_rows,
                                candidates=col.lookahead.candidates if col.lookahead else None)
-                    for c, col in enumerate(run.columns) if not col.done]
+                    for c, col in enumerate(run.decoding) if not col.done]
         rows = run.plan.next_rows(requests)
         run.plan.move_to(rows)
         for i in run.plan.side_rows():
-            col = run.columns[rows[i].col]
+            col = run.decoding[rows[i].col]
             changed = col.sampler.perturb(run.plan.values_of(i), run.n_prompt, len(col.tokens))
             run.plan.mark_perturbed(i, changed)
         return rows
@@ -244,7 +255,7 @@ class Engine:
         """After a forward: settle pending lookaheads; return each column's main and side rows."""
         main, sides, cands = run.plan.roles()
         for c, idx in cands.items():
-            col = run.columns[c]
+            col = run.decoding[c]
             record, col.lookahead = col.lookahead, None
             views = [self._view(run, col, i, logits, attn) for i in idx]
             # the candidates' rows saw the candidate appended; their view's history must include it
@@ -259,13 +270,12 @@ class Engine:
         return main, sides
 
     def _decide_all(self, run: Run, main, sides, logits, attn, step_ms: float) -> None:
-        running = [c for c, col in enumerate(run.columns) if not col.done]
+        running = [c for c, col in enumerate(run.decoding) if not col.done]
         observed = self._observe(run, [main[c] for c in running], logits, attn)
-        trace = run.options.record_traces
         for c, clean in zip(running, observed):
-            col = run.columns[c]
+            col = run.decoding[c]
             view = self._view(run, col, main[c], logits, attn, sides.get(c))
-            view.record_stages = trace
+            trace = view.record_stages = run.options.record_traces and col.sample == 0  # the shown sample's
             decision: Decision = col.sampler.decide(view)
             # one draw per step, always, on the CPU generator
             u = float(torch.rand((), generator=col.generator, dtype=torch.float64, device="cpu"))
@@ -313,7 +323,8 @@ class Engine:
         if record.logits is not None:
             col.traces.append(self._trace(run, col, record, token))
         col.tokens.append(token)
-        run.note_token(run.columns.index(col))
+        if col.sample == 0:  # where columns part is a question about the shown sample
+            run.note_token(run.columns.index(col))
         view = sampler_view(record.drawn_from, token, clean.top_ids)
         logprob = float(stats.log_probs[0, token])
         extra = {k: v for k, v in signals.items() if k not in SIGNAL_FIELDS}
@@ -370,7 +381,8 @@ def branch_point(lm: LoadedModel, run: Run | dict[str, Any], column: int, step: 
                                                  "label": c["label"]}, f"column {i}") for i, c in enumerate(columns)]
     options = run.options if isinstance(run, Run) else RunOptions(
         seed=data["seed"], max_new_tokens=data["max_new_tokens"], chat=data["chat"], probe_layer=data["probe_layer"],
-        record_order_parameter=data.get("record_order_parameter", True))
+        record_order_parameter=data.get("record_order_parameter", True), samples=data.get("samples", 1),
+        reference=data.get("reference_column", 0))
     before = (data.get("parent") or {}).get("continuation", [])
     decode = lm.tokenizer.decode
     parent = Parent(column=column, step=step, token=token, replaced=tokens[step], prompt=data["prompt"],
@@ -383,6 +395,9 @@ def branch_point(lm: LoadedModel, run: Run | dict[str, Any], column: int, step: 
 def branch(lm: LoadedModel, run: Run | dict[str, Any], column: int, step: int, token: int,
            stop: StopSignal | None = None) -> Run:
     """Run again from ``token`` put at ``step`` of ``column``: same columns, seed and options.
+
+    Every sample of every column runs from that point: each continues sample 0's tokens before
+    ``step`` and ``token``, sample i seeded seed + i (docs/samples.md#branching).
 
     The new run's prompt ids are ``run.prompt_ids + run.columns[column].tokens[:step] + [token]``;
     its ``parent`` says where it came from. ``run`` is a Run or its JSON (``Run.to_json()``).

@@ -48,17 +48,24 @@ def check_prompt_text(prompt: Any) -> str:
 def max_prompt_tokens(lm: Any) -> int:
     """This deployment's prompt cap: $PLAYGROUND_MAX_PROMPT_TOKENS, else 4,096 on Spaces, else the
     model's context; never more than the model's context."""
-    raw = os.environ.get("PLAYGROUND_MAX_PROMPT_TOKENS", "").strip()
-    if raw:
-        try:
-            cap = int(raw)
-        except ValueError:
-            raise PlaygroundError(f"PLAYGROUND_MAX_PROMPT_TOKENS must be an integer, got {raw!r}") from None
-        if cap < 1:
-            raise PlaygroundError(f"PLAYGROUND_MAX_PROMPT_TOKENS must be at least 1, got {cap}")
-    else:
+    cap = positive_env_int("PLAYGROUND_MAX_PROMPT_TOKENS")
+    if cap is None:
         cap = SPACES_MAX_PROMPT_TOKENS if os.environ.get("SPACE_ID") else lm.max_context
     return min(cap, lm.max_context)
+
+
+def positive_env_int(name: str) -> int | None:
+    """A deployment's integer setting ``name`` (at least 1), or None where it is unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise PlaygroundError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise PlaygroundError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def prompt_ids(lm: Any, prompt: Any, chat: bool = False) -> list[int]:

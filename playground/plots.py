@@ -5,6 +5,10 @@
                    sampler's own distribution (log); one trace per column per panel, the token
                    text in every hover
 * order_heatmap    R of every layer (rows) at every generated token (columns) of one column
+* samples_scatter  one point per sample (perplexity against distinct-2), coloured by column, each
+                   column's mean marked
+* first_token_figure  one column's first tokens over its samples against the sampler's step-0
+                   probabilities (the sampler draws what it says it draws)
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from .samples import first_token_histogram
 
 # one colour per column, in column order (the page's column cards use the same ones)
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
@@ -105,4 +111,38 @@ def order_heatmap(run: dict[str, Any], column: int = 0) -> go.Figure:
     fig.update_layout(title={"text": f"Kuramoto R per layer: {html.escape(col['label'])}", "x": 0},
                       xaxis_title="generated token", yaxis_title="layer", height=420,
                       margin={"l": 50, "r": 20, "t": 50, "b": 40}, template="plotly_white")
+    return fig
+
+
+def samples_scatter(run: dict[str, Any], x: str = "perplexity", y: str = "distinct_2") -> go.Figure:
+    """One point per sample of every column (``x`` against ``y`` of its metrics); a cross marks each mean."""
+    fig = go.Figure()
+    for i, col in enumerate(run["columns"]):
+        points = [s for s in col["samples"] if s["metrics"].get(x) is not None and s["metrics"].get(y) is not None]
+        xs, ys = [s["metrics"][x] for s in points], [s["metrics"][y] for s in points]
+        hover = [f"sample {s['sample']} (seed {s['seed']})<br>{html.escape(s['text'][:80])}" for s in points]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=col["label"], legendgroup=str(i),
+                                 marker={"color": column_colour(i), "size": 8, "opacity": 0.7},
+                                 hovertext=hover, hoverinfo="text+x+y"))
+        if xs:
+            fig.add_trace(go.Scatter(x=[sum(xs) / len(xs)], y=[sum(ys) / len(ys)], mode="markers",
+                                     name=f"{col['label']} mean", legendgroup=str(i), showlegend=False,
+                                     marker={"color": column_colour(i), "size": 16, "symbol": "x"}))
+    fig.update_layout(title=f"{run['samples']} samples per column: {y.replace('_', '-')} against {x}",
+                      xaxis_title=f"{x} (lower is more predictable)", yaxis_title=f"{y.replace('_', '-')} (higher is "
+                      "more diverse)", template="plotly_white")
+    return fig
+
+
+def first_token_figure(run: dict[str, Any], column: int = 0) -> go.Figure:
+    """Share of a column's samples that start with each token, beside the sampler's step-0 probability of it."""
+    col = run["columns"][column]
+    bins = first_token_histogram(col)
+    names = [token_label(b["text"]) if b["id"] is not None else "other" for b in bins]
+    fig = go.Figure([go.Bar(x=names, y=[b["share"] for b in bins], name=f"share of {len(col['samples'])} samples",
+                            marker_color=column_colour(column), text=[b["count"] for b in bins]),
+                     go.Bar(x=names, y=[b["sampler_prob"] for b in bins], name="sampler's step-0 probability",
+                            marker_color="#9ca3af")])
+    fig.update_layout(barmode="group", title=f"first token of {col['label']}: drawn against the sampler's law",
+                      yaxis_title="probability", template="plotly_white")
     return fig

@@ -4,7 +4,10 @@
              decoding's own state: the prompt tensor, whether passes return attention
              weights, and the row plan that holds the rows' layout and their KV cache
     Column   one sampler's state: its generator, tokens, telemetry rows, and a lookahead
-             step waiting for its candidates' outputs
+             step waiting for its candidates' outputs; one Column per sample of a column
+    samples  ``Run.columns`` are the columns' sample 0 (a one-sample run's columns); ``Run.samples[c]``
+             holds column c's samples, item i seeded ``seed + i``; ``Run.decoding`` every Column that
+             owns rows, sample by sample (sample 0 of every column first, as a one-sample run lays them)
     per step CleanStep (the clean distribution's statistics, read in one batch) and
              StepRecord (what the sampler decided from it), named fields the loop passes on
 
@@ -20,6 +23,7 @@ from typing import Any, Callable
 import torch
 
 from . import metrics
+from .samples import with_statistics
 from .columns import ColumnSpec
 from .divergence import Divergence, divergences
 from .rows import RowPlan
@@ -36,6 +40,8 @@ class RunOptions:
     record_order_parameter: bool = True  # Kuramoto R per token (needs attention weights)
     probe_layer: int | None = None  # layer whose R is the column's order_parameter; None: ~58% depth
     record_traces: bool = True  # each token's chain trace (traces.py), kept on the run, not exported
+    samples: int = 1  # samples per column; sample i is seeded seed + i (docs/samples.md)
+    reference: int = 0  # the column the others are compared with, sample by sample
 
 
 def describe_branch(point: dict[str, Any]) -> str:
@@ -105,6 +111,7 @@ class Column:
     sampler: Sampler
     generator: torch.Generator
     spec: ColumnSpec | None = None  # as asked for (its label None where the label is made)
+    sample: int = 0  # this Column is sample ``sample`` of its column, seeded run seed + sample
     tokens: list[int] = field(default_factory=list)
     rows: list[TokenRow] = field(default_factory=list)
     finish_reason: str | None = None  # "eos", "length" or "stopped"
@@ -145,6 +152,11 @@ class Column:
             "metrics": metrics.column_metrics(self.rows, self.text, elapsed_s, prompt),
         }
 
+    def sample_json(self, sample: int, seed: int, elapsed_s: float, prompt: str = "") -> dict[str, Any]:
+        """This Column as sample ``sample`` of its column: compact (token ids, no per-token telemetry)."""
+        return {"sample": sample, "seed": seed, "text": self.text, "finish_reason": self.finish_reason,
+                "tokens": list(self.tokens), "metrics": metrics.column_metrics(self.rows, self.text, elapsed_s, prompt)}
+
 
 @dataclass
 class Run:
@@ -154,8 +166,9 @@ class Run:
     prompt: str
     prompt_ids: list[int]
     options: RunOptions
-    columns: list[Column]
+    columns: list[Column]  # sample 0 of each column
     parent: Parent | None = None  # set on a branch run
+    samples: list[list[Column]] = field(default_factory=list)  # per column its decoded samples; [c][0] is columns[c]
     step: int = 0  # forward passes done after the prefill
     elapsed_s: float = 0.0
     done: bool = False
@@ -164,10 +177,14 @@ class Run:
     prompt_tensor: torch.Tensor | None = field(default=None, repr=False)  # prompt_ids on the model's device
     need_attn: bool = False  # passes return attention weights (R, or a sampler that reads them)
     plan: RowPlan | None = field(default=None, repr=False)  # the rows' layout and their KV cache
-    partners: list[set[int]] = field(default_factory=list, repr=False)  # columns whose tokens agree so far
+    decoding: list[Column] = field(default_factory=list, repr=False)  # every row-owning Column, sample-major
+    partners: list[set[int]] = field(default_factory=list, repr=False)  # columns whose sample-0 tokens agree so far
     piece: Callable[[int], str] = field(default=str, repr=False)  # a token's text (the model's tokenizer)
 
     def __post_init__(self):
+        self.samples = self.samples or [[c] for c in self.columns]
+        depth = max(len(s) for s in self.samples)
+        self.decoding = [s[i] for i in range(depth) for s in self.samples if i < len(s)]
         if not self.partners:
             self.partners = [set(range(len(self.columns))) - {c} for c in range(len(self.columns))]
 
@@ -225,5 +242,24 @@ class Run:
             "parent": self.parent.to_json() if self.parent else None,
             "stopped": self.stopped,
             "elapsed_s": round(self.elapsed_s, 4),
-            "columns": [c.to_json(self.elapsed_s, self.prompt) for c in self.columns],
+            "samples": self.options.samples,
+            "reference_column": self.options.reference,
+            "samples_note": "each column's samples[i] is sample i, seeded seed + i; samples[0] repeats the column "
+                            "itself (sample 0) in the compact form; a decoded_once column (greedy, temperature 0) "
+                            "is decoded once and its samples are identical by construction",
+            "columns": with_statistics([self._column_json(c) for c in range(len(self.columns))],
+                                       self.options.reference),
         }
+
+    def sample(self, c: int, i: int) -> Column:
+        """Sample i of column c (a decoded-once column's one sample stands for all)."""
+        decoded = self.samples[c]
+        return decoded[min(i, len(decoded) - 1)]
+
+    def _column_json(self, c: int) -> dict[str, Any]:
+        """Column c's sample 0 as a one-sample run reports it, plus its ``samples``."""
+        out = self.columns[c].to_json(self.elapsed_s, self.prompt)
+        out["decoded_once"] = len(self.samples[c]) == 1 and self.options.samples > 1
+        out["samples"] = [self.sample(c, i).sample_json(i, self.options.seed + i, self.elapsed_s, self.prompt)
+                          for i in range(self.options.samples)]
+        return out

@@ -132,8 +132,9 @@ def test_two_runs_give_identical_results(tiny_llama, tmp_path):
 def test_resume_after_interruption_gives_the_same_summary(tiny_llama, tmp_path):
     full = bq.run_quality(tiny_llama, options(tmp_path / "full"), log=lambda m: None)
     part = bq.run_quality(tiny_llama, options(tmp_path / "part", max_samples=3), log=lambda m: None)
-    assert len(pd.read_csv(tmp_path / "part/results.csv")) == 3  # whole runs of 3 columns: stopped after 1 run
-    assert sum(r["samples"] for r in part["configurations"]) == 3
+    # a run is a prompt's 3 columns x 2 rounds (its samples): stopped after that first whole run
+    assert len(pd.read_csv(tmp_path / "part/results.csv")) == 6
+    assert sum(r["samples"] for r in part["configurations"]) == 6
     bq.run_quality(tiny_llama, options(tmp_path / "part"), log=lambda m: None)
     resumed = pd.read_csv(tmp_path / "part/results.csv")
     assert len(resumed) == 12 and not resumed.duplicated(["config", "prompt_index", "round"]).any()
@@ -147,17 +148,17 @@ def test_ctrl_c_keeps_finished_samples_and_a_rerun_completes_them(tiny_llama, tm
 
     def run_then_interrupt(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 2:
             raise KeyboardInterrupt
         return real_run(self, *args, **kwargs)
 
     monkeypatch.setattr(Engine, "run", run_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        bq.run_quality(tiny_llama, options(tmp_path / "cut", rounds=3, prompts=1), log=lambda m: None)
-    assert len(pd.read_csv(tmp_path / "cut/results.csv")) == 6  # two finished runs of three columns
+        bq.run_quality(tiny_llama, options(tmp_path / "cut", rounds=3, prompts=2), log=lambda m: None)
+    assert len(pd.read_csv(tmp_path / "cut/results.csv")) == 9  # one finished run: three columns x three rounds
     monkeypatch.setattr(Engine, "run", real_run)
-    bq.run_quality(tiny_llama, options(tmp_path / "cut", rounds=3, prompts=1), log=lambda m: None)
-    bq.run_quality(tiny_llama, options(tmp_path / "whole", rounds=3, prompts=1), log=lambda m: None)
+    bq.run_quality(tiny_llama, options(tmp_path / "cut", rounds=3, prompts=2), log=lambda m: None)
+    bq.run_quality(tiny_llama, options(tmp_path / "whole", rounds=3, prompts=2), log=lambda m: None)
     pd.testing.assert_frame_equal(quality_columns(tmp_path / "cut/results.csv"),
                                   quality_columns(tmp_path / "whole/results.csv"))
 
@@ -253,3 +254,29 @@ def test_bench_speed_quick_runs_fewer_tokens_once_and_reports_each_measure(tiny_
     assert (result["tokens"], result["repeats"]) == (bench.QUICK_TOKENS, bench.QUICK_REPEATS)
     assert list(result["measure_wall_s"]) == ["order_parameter_overhead"] and result["order_parameter_overhead"] > 0
     assert "bench speed" in err and "1/1" in err and "order_parameter_overhead" in err  # the progress line
+
+
+def test_the_rounds_of_a_prompt_are_the_samples_of_its_runs_within_the_row_cap(monkeypatch):
+    configs = bq.build_configs(None, None, [])  # eight configurations in one group
+    monkeypatch.setenv("PLAYGROUND_MAX_ROWS", "20")
+    assert bq.rounds_per_run(configs, 40, "cpu") == 2  # 8 columns x 2 samples = 16 <= 20 < 24
+    monkeypatch.delenv("PLAYGROUND_MAX_ROWS")
+    assert bq.rounds_per_run(configs, 40, "cuda") == 32  # 256 rows: 8 x 32, and at most 32 samples
+    assert bq.rounds_per_run(configs, 4, "cuda") == 4
+    assert bq.plan(configs, 2, 5, 2) == [(0, range(0, 2), 0), (0, range(2, 4), 0), (0, range(4, 5), 0),
+                                         (1, range(0, 2), 0), (1, range(2, 4), 0), (1, range(4, 5), 0)]
+
+
+def test_a_benchmark_round_is_its_runs_sample_seeded_prompt_index_1000_plus_round(tiny_llama, tmp_path, monkeypatch):
+    seen = []
+    real_run = Engine.run
+
+    def recording(self, prompt, specs, options=None, *args, **kwargs):
+        seen.append((options.seed, options.samples))
+        return real_run(self, prompt, specs, options, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "run", recording)
+    bq.run_quality(tiny_llama, options(tmp_path, rounds=3, prompts=2), log=lambda m: None)
+    assert seen == [(0, 3), (1000, 3)]  # one run per prompt, its rounds the samples: seed + i = round i's
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert list(results["seed"]) == [p * 1000 + r for p in range(2) for r in range(3) for _ in range(3)]

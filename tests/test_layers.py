@@ -1,7 +1,7 @@
 """The package's import rule: layers bottom up, no upward import, no circle.
 
     pure functions   errors, telemetry, metrics, kuramoto, rotation, plots, prompts, tables, timing, inputs,
-                     precision, progress, draw
+                     precision, progress, draw, samples
     models           attention, cache, kernels, norms, model_changes, model_source, devices, baseline,
                      model_args, models, phasegpt.model and phasegpt.causal_lm (the shipped PhaseGPT)
     samplers         samplers/*, calibration, columns, traces, divergence   (a sampler knows only its
@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "playground"
 
 LAYERS = [
     ("pure functions", {"errors", "telemetry", "metrics", "kuramoto", "rotation", "plots", "prompts", "tables",
-                        "timing", "inputs", "precision", "progress", "draw"}),
+                        "timing", "inputs", "precision", "progress", "draw", "samples"}),
     ("models", {"attention", "cache", "kernels", "norms", "model_changes", "model_source", "devices", "baseline",
                 "model_args", "models", "phasegpt.model", "phasegpt.causal_lm"}),
     ("samplers", {"samplers", "calibration", "columns", "traces", "divergence"}),

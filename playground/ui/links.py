@@ -1,8 +1,9 @@
 """Share links: the page's run settings as a URL query, and back.
 
-Version 2 (``v=2``): prompt, model (when not the default), chat, seed, max_new_tokens, ``columns``
-(a JSON list of {"sampler", "settings", "label"}, in order) and, for a branch, ``branch`` (the
-branch point as JSON: column, step, token, replaced, continuation and their texts).
+Version 2 (``v=2``): prompt, model (when not the default), chat, seed, max_new_tokens, ``samples``
+(samples per column, when more than one), ``columns`` (a JSON list of {"sampler", "settings",
+"label"}, in order) and, for a branch, ``branch`` (the branch point as JSON: column, step, token,
+replaced, continuation and their texts).
 Version 1 (``v=1``, and every link without ``v``): ``samplers`` (comma-separated, one column
 each) and ``SAMPLER.SETTING`` for their settings. Both are read; links are written as v2.
 """
@@ -17,6 +18,7 @@ import gradio as gr
 from ..columns import ColumnSpec, columns_from_json
 from ..engine import MAX_NEW_TOKENS
 from ..models import DEFAULT_MODEL
+from ..samples import MAX_SAMPLES
 from ..samplers import SAMPLERS, PlaygroundError
 from .columns import SettingField, integer_value
 
@@ -26,7 +28,7 @@ BRANCH_KEYS = ("column", "step", "token", "replaced", "continuation", "column_la
 
 
 def share_query(prompt: str, model: str, chat: bool, columns: list[ColumnSpec], max_new_tokens: Any, seed: Any,
-                branch: dict[str, Any] | None = None) -> str:
+                branch: dict[str, Any] | None = None, samples: Any = 1) -> str:
     """The query string that restores these settings (and the branch point, if any)."""
     params: dict[str, Any] = {"v": LINK_VERSION, "prompt": prompt, "seed": seed, "max_new_tokens": max_new_tokens,
                               "chat": int(bool(chat)),
@@ -34,6 +36,8 @@ def share_query(prompt: str, model: str, chat: bool, columns: list[ColumnSpec], 
                                                     separators=(",", ":"))}
     if model and model != DEFAULT_MODEL:
         params["model"] = model
+    if samples != 1:
+        params["samples"] = samples
     if branch:
         params["branch"] = json.dumps({k: branch[k] for k in BRANCH_KEYS if k in branch}, ensure_ascii=False,
                                       separators=(",", ":"))
@@ -117,7 +121,7 @@ def read_query(query: dict[str, str], fields: list[SettingField]) -> tuple[dict[
             out["branch"] = _branch(query["branch"])
         except (ValueError, TypeError) as exc:
             problems.append(f"the link's branch point was not restored: {exc}")
-    for key, limit in (("seed", None), ("max_new_tokens", MAX_NEW_TOKENS)):
+    for key, limit in (("seed", None), ("max_new_tokens", MAX_NEW_TOKENS), ("samples", MAX_SAMPLES)):
         if key in query:
             try:
                 value = integer_value(query[key], key)
