@@ -497,3 +497,40 @@ def test_why_this_token_and_where_the_columns_part_as_a_user_would(browser, serv
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#pg-why").screenshot(path=str(ARTIFACTS / "why-phone.png"))
     page.close()
+
+
+def test_samples_per_column_as_a_user_would(browser, server):
+    page = open_page(browser, server.local_url)
+    page.locator("#pg-prompt textarea").fill("The lighthouse keeper climbed the stairs and")
+    set_number(page, "#pg-max-tokens input[type=number]", 8)
+    set_number(page, "#pg-samples input", 8)
+    set_number(page, "#pg-column-number input", 4)
+    press(page, "#pg-remove")  # greedy, temperature, phase_slip
+    page.locator("#pg-run").click()
+    page.wait_for_selector("#pg-status[data-state='done']", timeout=RUN_TIMEOUT_MS)
+
+    cards = page.locator("#pg-columns .pg-card")
+    assert cards.count() == 3
+    assert "decoded once" in cards.nth(0).locator(".pg-samples").inner_text()  # greedy: the same for every seed
+    for i in (1, 2):
+        listed = cards.nth(i).locator(".pg-samples")
+        assert listed.get_attribute("data-done") == "8" and listed.locator("details.pg-sample").count() == 7
+        assert "8 of 8 samples finished" in listed.inner_text()
+    head = page.locator("#pg-metrics thead").inner_text()
+    assert "Δ perplexity vs 1" in head and "Δ distinct_2 vs 1" in head
+    first_row = page.locator("#pg-metrics tbody tr").first.inner_text()
+    assert "0/8 wins" in first_row  # column 1 against itself: no difference, every pair a tie
+    page.wait_for_selector("#pg-samples-plot .js-plotly-plot .scatterlayer .trace", timeout=60_000)
+    points = page.evaluate("""() => [...document.querySelectorAll('#pg-samples-plot .scatterlayer .trace')]
+        .map(t => t.querySelectorAll('.points path').length)""")
+    assert sorted(points, reverse=True)[:3] == [8, 8, 8]  # one point per sample, three columns (means apart)
+    page.wait_for_selector("#pg-first-token .js-plotly-plot .barlayer", timeout=60_000)
+
+    page.locator("#pg-share-btn").click()
+    page.wait_for_function("() => (document.querySelector('#pg-share textarea')?.value || '').includes('samples=8')",
+                           timeout=60_000)
+    link = page.locator("#pg-share textarea").input_value()
+    restored = open_page(browser, link)
+    sync_api.expect(restored.locator("#pg-samples input")).to_have_value("8")
+    restored.close()
+    page.close()

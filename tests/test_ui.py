@@ -172,7 +172,8 @@ def test_two_clients_at_once_each_get_their_own_text(server):
 def test_streamed_run_ends_with_every_column_plots_table_and_downloads(client):
     names = list(SAMPLERS)
     job = client.submit("Once upon a time", "default", False, table(*names), 6, 4, api_name="/run")
-    html, status, signals, _, heatmap, metrics, json_file, csv_file, link, parts, why = job.result(timeout=TIMEOUT_S)
+    html, status, signals, _, heatmap, metrics, json_file, csv_file, link, parts, why, *samples_plots = \
+        job.result(timeout=TIMEOUT_S)
     assert html.count('class="pg-card"') == len(names)
     assert parts.count("<li") == len(names) * (len(names) - 1) // 2 and why == ""  # one sentence per pair
     assert 'data-state="done"' in status

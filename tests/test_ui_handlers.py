@@ -31,10 +31,10 @@ def tiny_run(tiny_llama):
 
 
 def test_a_view_keeps_every_output_it_does_not_name():
-    assert views.values(views.RunView(status="s")) == (SKIP, "s", *[SKIP] * 11)
+    assert views.values(views.RunView(status="s")) == (SKIP, "s", *[SKIP] * 13)
     names = [f.name for f in views.dataclasses.fields(views.BranchView)]
     assert names == ["columns", "status", "signals", "heat_column", "heatmap", "metrics", "json_file", "csv_file",
-                     "share", "last_run", "traces", "parts", "why", "breadcrumb", "back", "branch_state", "history"]
+                     "share", "last_run", "traces", "parts", "why", "samples_plot", "first_token", "breadcrumb", "back", "branch_state", "history"]
     page = SimpleNamespace(**{name: f"<{name}>" for name in names})
     assert views.outputs(page, views.TrailView) == ["<breadcrumb>", "<back>", "<branch_state>", "<history>"]
 
@@ -52,7 +52,7 @@ def test_shows_turns_returned_and_yielded_views_into_values():
 
 
 def test_back_without_history_changes_nothing():
-    assert views.values(handlers.go_back([])) == (SKIP,) * 17
+    assert views.values(handlers.go_back([])) == (SKIP,) * 19
 
 
 def test_back_shows_the_saved_run_again(tiny_run):
@@ -129,7 +129,7 @@ def test_a_refused_run_says_it_in_the_status_line_and_keeps_the_rest():
     shown = handlers.stream(request(), "", "default", False, table_rows([ColumnSpec("greedy")]), 4, 0, None)
     first = next(shown)
     assert 'data-state="error"' in first.status and "the prompt is empty" in first.status
-    assert views.values(first)[2:] == (SKIP,) * 11 and first.columns == SKIP
+    assert views.values(first)[2:] == (SKIP,) * 13 and first.columns == SKIP
     with pytest.raises(gr.Error, match="the prompt is empty"):
         next(shown)
 

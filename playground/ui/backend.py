@@ -128,16 +128,17 @@ def prompt_count_html(prompt: str, model: str, chat: bool) -> str:
     return f'<div class="pg-count{over}" data-tokens="{n}">prompt: {n:,} tokens{note}</div>'
 
 
-def _options_and_model(seed, max_new_tokens, chat, model):
+def _options_and_model(seed, max_new_tokens, chat, model, samples=1):
     options = RunOptions(seed=integer_value(seed, "seed"), chat=bool(chat),
-                         max_new_tokens=integer_value(max_new_tokens, "max_new_tokens"))
+                         max_new_tokens=integer_value(max_new_tokens, "max_new_tokens"),
+                         samples=integer_value(samples if samples not in (None, "") else 1, "samples"))
     return options, load_model(check_model(model))
 
 
-def prepare_run(prompt, model, chat, table, max_new_tokens, seed):
+def prepare_run(prompt, model, chat, table, max_new_tokens, seed, samples=1):
     """The page's inputs -> the model, the columns and the run options (bad input: a PlaygroundError)."""
     specs = table_specs(table)
-    options, lm = _options_and_model(seed, max_new_tokens, chat, model)
+    options, lm = _options_and_model(seed, max_new_tokens, chat, model, samples)
     return lm, specs, options
 
 

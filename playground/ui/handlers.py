@@ -37,11 +37,12 @@ MAX_HISTORY = 16  # parent views Back can return to (each holds a run's JSON in 
 # ---- runs ---------------------------------------------------------------------------------------
 
 
-def share_url(request: gr.Request | None, prompt_v, model_v, chat_v, table_v, max_v, seed_v, branch_v) -> str:
+def share_url(request: gr.Request | None, prompt_v, model_v, chat_v, table_v, max_v, seed_v, branch_v,
+              samples_v=1) -> str:
     """The page's address with these settings (and the shown branch point) as its query."""
     point = branch_v["point"] if branch_v else None
     return page_url(request) + "?" + share_query(prompt_v, model_v, chat_v, table_specs(table_v), max_v, seed_v,
-                                                  point)
+                                                  point, samples_v or 1)
 
 
 def finished_fields(result: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +53,14 @@ def finished_fields(result: dict[str, Any]) -> dict[str, Any]:
             "heatmap": plots.order_heatmap(result, 0), "metrics": metrics_table(result),
             "json_file": gr.DownloadButton(value=json_path, interactive=True),
             "csv_file": gr.DownloadButton(value=csv_path, interactive=True), "parts": why.parts_html(result),
-            "why": ""}
+            "why": "", **samples_fields(result)}
+
+
+def samples_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """With more than one sample per column: the scatter of every sample and the first token's histogram."""
+    many = result.get("samples", 1) > 1
+    return {"samples_plot": gr.Plot(value=plots.samples_scatter(result) if many else None, visible=many),
+            "first_token": gr.Plot(value=plots.first_token_figure(result, 0) if many else None, visible=many)}
 
 
 def refuse(message: str, view: type = RunView) -> Iterator[Any]:
@@ -112,8 +120,16 @@ def link_parent(prompt: str, point: dict[str, Any]) -> Parent:
                               "branch again") from None
 
 
-@gpu(lambda a: gpu_seconds(a["max_v"], _column_count(a["table_v"])))
-def stream(request: gr.Request, prompt_v, model_v, chat_v, table_v, max_v, seed_v, branch_v) -> Iterator[RunView]:
+def _samples(value: Any) -> int:
+    try:
+        return max(1, int(value or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+@gpu(lambda a: gpu_seconds(a["max_v"], _column_count(a["table_v"]) * _samples(a.get("samples_v"))))
+def stream(request: gr.Request, prompt_v, model_v, chat_v, table_v, max_v, seed_v, branch_v,
+           samples_v=1) -> Iterator[RunView]:
     """Run: the column list on the prompt (from the branch point, when one is shown)."""
     runs = SessionRuns(session_of(request))
     try:
@@ -121,13 +137,13 @@ def stream(request: gr.Request, prompt_v, model_v, chat_v, table_v, max_v, seed_
             yield RunView(status=STOPPED_BEFORE_START_STATUS)
             return
         try:
-            lm, specs, options = prepare_run(prompt_v, model_v, chat_v, table_v, max_v, seed_v)
+            lm, specs, options = prepare_run(prompt_v, model_v, chat_v, table_v, max_v, seed_v, samples_v)
             parent = link_parent(prompt_v, branch_v["point"]) if branch_v else None
         except PlaygroundError as exc:
             yield from refuse(str(exc))
             return
         yield from decode(request, runs.stop, lm, prompt_v, specs, options, parent,
-                          (prompt_v, model_v, chat_v, table_v, max_v, seed_v, branch_v))
+                          (prompt_v, model_v, chat_v, table_v, max_v, seed_v, branch_v, samples_v))
     finally:
         runs.leave()
 
@@ -158,7 +174,7 @@ def start_branch(request: gr.Request, payload, run_v, model_v, chat_v, table_v, 
                       "prompt": parent.prompt}
         saved = {"html": shown_html, "run": run_v, "link": link_v, "branch": branch_v, "traces": traces_v}
         link_values = (parent.prompt, model_v, chat_v, table_rows(specs), options.max_new_tokens, options.seed,
-                       new_branch)
+                       new_branch, options.samples)
         first = True
         for view in decode(request, runs.stop, lm, parent.prompt, specs, options, parent, link_values, BranchView):
             if first:  # the trail changes with the branch's first update
@@ -219,10 +235,11 @@ remove_column = _refused_as_error(column_list.remove_column)
 sweep_column = _refused_as_error(column_list.sweep_column)
 
 
-def share_link(request: gr.Request, prompt_v, model_v, chat_v, table_v, max_v, seed_v, branch_v) -> str:
+def share_link(request: gr.Request, prompt_v, model_v, chat_v, table_v, max_v, seed_v, branch_v,
+               samples_v=1) -> str:
     """The share link for the settings as the page has them (a bad column list: one toast)."""
     try:
-        return share_url(request, prompt_v, model_v, chat_v, table_v, max_v, seed_v, branch_v)
+        return share_url(request, prompt_v, model_v, chat_v, table_v, max_v, seed_v, branch_v, samples_v)
     except PlaygroundError as exc:
         raise gr.Error(str(exc)) from None
 
@@ -268,7 +285,8 @@ def load_settings(request: gr.Request) -> SettingsView:
     if problems:
         gr.Warning("this link's settings were restored except: " + "; ".join(problems))
     view = SettingsView(status=IDLE_STATUS)
-    for key, name in (("prompt", "prompt"), ("chat", "chat"), ("max_new_tokens", "max_tokens"), ("seed", "seed")):
+    for key, name in (("prompt", "prompt"), ("chat", "chat"), ("max_new_tokens", "max_tokens"), ("seed", "seed"),
+                      ("samples", "samples")):
         if key in found:
             setattr(view, name, gr.update(value=found[key]))
     if found.get("columns"):

@@ -23,6 +23,7 @@ from ..engine import MAX_NEW_TOKENS, Engine, RunOptions
 from ..models import DEFAULT_MODEL, load_model
 from ..prompts import BENCHMARK_PROMPTS
 from ..samplers import SAMPLERS, PlaygroundError
+from ..samples import MAX_SAMPLES
 from . import handlers
 from .backend import (DEFAULT_MAX_NEW_TOKENS, SHIPPED_MODELS, allowed_models, compare, on_zero_gpu,
                       order_parameter_note, prompt_count_html)
@@ -56,6 +57,7 @@ class Page:
     status: gr.HTML
     max_tokens: gr.Slider
     seed: gr.Number
+    samples: gr.Number
     dice: gr.Button
     model: gr.Dropdown
     order_note: gr.Markdown
@@ -83,6 +85,8 @@ class Page:
     why_bridge: gr.HTML
     why: gr.HTML
     parts: gr.HTML
+    samples_plot: gr.Plot
+    first_token: gr.Plot
     last_run: gr.State  # the shown run's JSON
     traces: gr.State  # the shown run's chain traces (traces.RunTraces)
     branch_state: gr.State  # the shown branch: {"point": Parent JSON, "trail": [descriptions], "prompt"}
@@ -90,7 +94,8 @@ class Page:
 
     @property
     def run_inputs(self) -> list[Any]:
-        return [self.prompt, self.model, self.chat, self.table, self.max_tokens, self.seed, self.branch_state]
+        return [self.prompt, self.model, self.chat, self.table, self.max_tokens, self.seed, self.branch_state,
+                self.samples]
 
 
 def build_app() -> gr.Blocks:
@@ -164,6 +169,9 @@ def lay_out() -> Page:
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (all columns)",
                                  elem_id="pg-seed", scale=2)
                 dice = gr.Button("Random seed", elem_id="pg-dice", scale=1, min_width=90)
+                samples = gr.Number(value=1, precision=0, minimum=1, maximum=MAX_SAMPLES, label="Samples per column",
+                                    elem_id="pg-samples", scale=2,
+                                    info="sample i seeded seed + i, paired across columns")
             with gr.Row():
                 model = gr.Dropdown(choices=[*SHIPPED_MODELS, *(allowed or [])], value=DEFAULT_MODEL,
                                     allow_custom_value=allowed is None, label="Model", elem_id="pg-model",
@@ -208,6 +216,9 @@ def lay_out() -> Page:
     order_note = gr.Markdown(order_parameter_note(DEFAULT_MODEL), elem_id="pg-order-note")
     signals = gr.Plot(show_label=False, elem_id="pg-signals")
     with gr.Row(equal_height=False):
+        samples_plot = gr.Plot(show_label=False, elem_id="pg-samples-plot", visible=False)
+        first_token = gr.Plot(show_label=False, elem_id="pg-first-token", visible=False)
+    with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             heat_column = gr.Dropdown(choices=[], label="Heatmap: Kuramoto R, layers × tokens, of column",
                                       elem_id="pg-heat-column", interactive=True)
@@ -222,10 +233,12 @@ def lay_out() -> Page:
             share = gr.Textbox(label="Share link", buttons=["copy"], interactive=False, max_lines=4,
                                elem_id="pg-share")
     return Page(prompt=prompt, prompt_count=prompt_count, run_btn=run_btn, stop_btn=stop_btn, status=status,
-                max_tokens=max_tokens, seed=seed, dice=dice, model=model, order_note=order_note, chat=chat, table=table,
+                max_tokens=max_tokens, seed=seed, samples=samples, dice=dice, model=model, order_note=order_note,
+                chat=chat, table=table,
                 add_choice=add_choice, add_btn=add_btn, number=number, dup_btn=dup_btn, remove_btn=remove_btn,
                 sweep_text=sweep_text, sweep_btn=sweep_btn, breadcrumb=breadcrumb, back=back, columns=columns,
-                branch_bridge=branch_bridge, why_bridge=why_bridge, why=why, parts=parts, metrics=metrics,
+                branch_bridge=branch_bridge, why_bridge=why_bridge, why=why, parts=parts, samples_plot=samples_plot,
+                first_token=first_token, metrics=metrics,
                 signals=signals, heat_column=heat_column,
                 heatmap=heatmap, json_file=json_file, csv_file=csv_file, share_btn=share_btn, share=share,
                 last_run=gr.State(None), traces=gr.State(None), branch_state=gr.State(None), history=gr.State([]))

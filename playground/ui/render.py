@@ -99,9 +99,27 @@ def prompt_html(prompt: str, parent: Any = None) -> str:
             f'{html.escape(parent.token_text)}</span>')
 
 
+def samples_html(samples: list[Any], decoded_once: bool = False) -> str:
+    """A column's other samples under its text: how many have finished, then each one's first line
+    (expandable to its whole text); nothing for a one-sample run."""
+    if len(samples) <= 1:
+        return ""
+    if decoded_once:
+        return '<div class="pg-samples">every sample is this one: decoded once, the same for any seed</div>'
+    done = sum(c.done for c in samples)
+    items = []
+    for c in samples[1:]:
+        text = c.text
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        items.append(f'<details class="pg-sample" data-sample="{c.sample}"><summary><b>#{c.sample}</b> '
+                     f'{html.escape(first[:90])}</summary>{html.escape(text)}</details>')
+    return (f'<div class="pg-samples" data-samples="{len(samples)}" data-done="{done}">'
+            f'<div class="pg-samples-head">{done} of {len(samples)} samples finished</div>{"".join(items)}</div>')
+
+
 def column_card(index: int, label: str, prompt: str, rows: list[Any], finish: str | None,
                 metrics: dict[str, Any], settings: str = "", prompt_part: str | None = None,
-                detail: bool = True, part: tuple[int, int] | None = None) -> str:
+                detail: bool = True, part: tuple[int, int] | None = None, samples: str = "") -> str:
     """One column: its settings, the prompt (muted), each token coloured by its entropy, the metrics beneath.
 
     ``part``: (reference column, step) where this column first parts from the reference, marked on the token.
@@ -117,7 +135,7 @@ def column_card(index: int, label: str, prompt: str, rows: list[Any], finish: st
             f'<div class="pg-head"><span class="pg-label">{html.escape(label)}</span>'
             f'<span class="pg-state">{state}</span></div>{settings}'
             f'<div class="pg-text">{prompt_part or prompt_html(prompt)}{spans}</div>'
-            f'<div class="pg-metrics">{facts_html}</div></div>')
+            f'<div class="pg-metrics">{facts_html}</div>{samples}</div>')
 
 
 LEGEND = ('<div class="pg-legend">token colour = entropy of the clean distribution: '
@@ -142,7 +160,8 @@ def columns_html(run: Any, detail: bool = True, mark_parts: bool = True) -> str:
     cards = [column_card(i, c.label, run.prompt, c.rows, c.finish_reason,
                          column_metrics(c.rows, c.text, run.elapsed_s, run.prompt),
                          settings_line(c.sampler_name, c.settings, c.label), shown_prompt, detail,
-                         (0, parts[f"0-{i}"]) if parts.get(f"0-{i}") is not None else None)
+                         (0, parts[f"0-{i}"]) if parts.get(f"0-{i}") is not None else None,
+                         samples_html(run.samples[i], run.options.samples > 1 and len(run.samples[i]) == 1))
              for i, c in enumerate(run.columns)]
     data = f' data-parts="{html.escape(json.dumps(parts), quote=True)}"' if parts else ""
     return f'{LEGEND}<div class="pg-columns"{data}>{"".join(cards)}</div>'
@@ -199,10 +218,29 @@ def significant(value: Any, digits: int = 3) -> Any:
     return value
 
 
+def paired_cells(column: dict[str, Any]) -> dict[str, str]:
+    """A column's paired comparison with the reference column, one cell per metric:
+    ``+0.41 [0.12, 0.70] · 6/8 wins`` (mean difference, its 95% paired-t interval, wins of n)."""
+    paired = column.get("paired") or {}
+    cells = {}
+    for metric in ("perplexity", "distinct_2", "rep_2", "tokens"):
+        d = paired.get(metric)
+        if not d or d.get("mean_difference") is None:
+            continue
+        ci = d.get("ci95")
+        interval = f" [{significant(ci[0])}, {significant(ci[1])}]" if ci else ""
+        cells[f"Δ {metric} vs {paired.get('reference', 0) + 1}"] = (
+            f"{significant(d['mean_difference']):+} {interval} · {d['wins']}/{d['n']} wins").replace("  ", " ")
+    return cells
+
+
 def metrics_table(run: dict[str, Any]) -> pd.DataFrame:
-    """One row per column: the run-level metrics, to 3 significant digits."""
+    """One row per column: the run-level metrics, to 3 significant digits; with several samples per column,
+    the paired comparisons with the reference column too."""
+    many = run.get("samples", 1) > 1
     return pd.DataFrame([{"column": c["label"], "sampler": c["sampler"], "finish": c["finish_reason"],
-                          **{k: significant(v) for k, v in c["metrics"].items()}} for c in run["columns"]])
+                          **{k: significant(v) for k, v in c["metrics"].items()},
+                          **(paired_cells(c) if many else {})} for c in run["columns"]])
 
 
 def export_files(run: dict[str, Any]) -> tuple[str, str]:

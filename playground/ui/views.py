@@ -37,6 +37,8 @@ class RunView:
     traces: Any = _keep()  # the shown run's chain traces (traces.RunTraces), kept in the session
     parts: Any = _keep()
     why: Any = _keep()
+    samples_plot: Any = _keep()  # one point per sample (more than one sample per column)
+    first_token: Any = _keep()
 
 
 @dataclasses.dataclass
@@ -64,6 +66,7 @@ class SettingsView:
     table: Any = _keep()
     max_tokens: Any = _keep()
     seed: Any = _keep()
+    samples: Any = _keep()
     branch_state: Any = _keep()
     breadcrumb: Any = _keep()
     back: Any = _keep()
