@@ -79,6 +79,8 @@ def run_compare(args: argparse.Namespace) -> int:
     """Run columns (samplers, configurations, presets, sweeps) side by side on one prompt; print texts and metrics."""
     from .engine import Engine, RunOptions
     specs = compare_columns(args)
+    if not 1 <= args.reference <= len(specs):
+        raise PlaygroundError(f"--reference must be a column in 1..{len(specs)}, got {args.reference}")
     options = RunOptions(seed=args.seed, max_new_tokens=args.max_new_tokens, chat=args.chat,
                          probe_layer=args.probe_layer, samples=args.samples, reference=args.reference - 1)
     lm = model_from_arguments(args)

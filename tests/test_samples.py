@@ -226,3 +226,21 @@ def test_the_scatter_has_a_point_per_sample_and_a_mean_per_column(tiny_llama):
     histogram = stats.first_token_histogram(data["columns"][0])
     assert [int(t) for t in bars[0].text] == [b["count"] for b in histogram] and sum(b["count"] for b in histogram) == 8
     assert list(bars[1].y) == [b["sampler_prob"] for b in histogram]
+
+
+def test_compare_samples_prints_each_columns_summary_and_the_paired_comparisons(tiny_llama, capsys, monkeypatch):
+    import json
+
+    from playground import cli
+
+    monkeypatch.setattr(cli, "model_from_arguments", lambda args: tiny_llama)
+    argv = ["compare", "--prompt", "Hello world", "--samplers", "greedy,temperature", "--samples", "4",
+            "--max-new-tokens", "4"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "4 samples per column" in out and "greedy (decoded once)" in out and "paired with 'greedy'" in out
+    assert cli.main(argv + ["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["samples"] == 4 and [len(c["samples"]) for c in data["columns"]] == [4, 4]
+    assert cli.main(argv + ["--reference", "3"]) == 2
+    assert "--reference must be a column in 1..2, got 3" in capsys.readouterr().err
