@@ -516,10 +516,9 @@ def test_samples_per_column_as_a_user_would(browser, server):
         listed = cards.nth(i).locator(".pg-samples")
         assert listed.get_attribute("data-done") == "8" and listed.locator("details.pg-sample").count() == 7
         assert "8 of 8 samples finished" in listed.inner_text()
-    head = page.locator("#pg-metrics thead").inner_text()
-    assert "Δ perplexity vs 1" in head and "Δ distinct_2 vs 1" in head
-    first_row = page.locator("#pg-metrics tbody tr").first.inner_text()
-    assert "0/8 wins" in first_row  # column 1 against itself: no difference, every pair a tie
+    table = page.locator("#pg-metrics").inner_text()
+    assert "Δ perplexity vs 1" in table and "Δ distinct_2 vs 1" in table
+    assert table.count("0/8 wins") >= 4  # column 1 against itself: no difference, every pair a tie
     page.wait_for_selector("#pg-samples-plot .js-plotly-plot .scatterlayer .trace", timeout=60_000)
     points = page.evaluate("""() => [...document.querySelectorAll('#pg-samples-plot .scatterlayer .trace')]
         .map(t => t.querySelectorAll('.points path').length)""")

@@ -102,10 +102,10 @@ def prompt_html(prompt: str, parent: Any = None) -> str:
 def samples_html(samples: list[Any], decoded_once: bool = False) -> str:
     """A column's other samples under its text: how many have finished, then each one's first line
     (expandable to its whole text); nothing for a one-sample run."""
-    if len(samples) <= 1:
-        return ""
     if decoded_once:
         return '<div class="pg-samples">every sample is this one: decoded once, the same for any seed</div>'
+    if len(samples) <= 1:
+        return ""
     done = sum(c.done for c in samples)
     items = []
     for c in samples[1:]:
