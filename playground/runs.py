@@ -214,11 +214,11 @@ class Run:
 
     def recorded_traces(self) -> RunTraces:
         """Every token's chain trace, by column (empty lists where the run recorded none)."""
-        return RunTraces([c.traces for c in self.columns], self.piece)
+        return RunTraces.of([c.traces for c in self.columns], self.piece)
 
     def trace(self, column: int, step: int) -> dict[str, Any]:
         """Token ``step`` of column ``column``'s chain trace, as JSON (0-based; a PlaygroundError if absent)."""
-        return self.recorded_traces().trace(column, step)
+        return RunTraces([c.traces for c in self.columns], {}).trace(column, step, self.piece)
 
     def to_json(self, traces: bool = False) -> dict[str, Any]:
         """The run as the CLI, the page and the exports write it; ``traces``: every token's chain trace too."""

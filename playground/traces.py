@@ -57,6 +57,15 @@ class ChainTrace:
     interval: tuple[float, float] | None = None  # the chosen token's u interval in the final distribution
     lookahead: dict[str, Any] | None = None  # candidates and their scores, for a LOOKAHEAD step
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled as plain lists: a trace may cross a process boundary (ZeroGPU), where torch would
+        share a tensor's memory with a process that is gone by the time it is read."""
+        return {**self.__dict__, "probs": self.probs.tolist(), "ranks": self.ranks.tolist()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, probs=torch.tensor(state["probs"], dtype=torch.float64),
+                             ranks=torch.tensor(state["ranks"], dtype=torch.int32))
+
     def removed_by(self, j: int) -> str | None:
         """The first stage of the chain that removed tracked token ``j`` (None: it survived)."""
         before = self.probs[0, j] > 0
@@ -151,12 +160,22 @@ def chain_trace(step: int, clean_logits: torch.Tensor, stages: list[Stage], toke
 
 @dataclass
 class RunTraces:
-    """Every token's trace of a run, one list per column, and the token texts: what the page keeps."""
+    """Every token's trace of a run, one list per column, and the texts of the tokens they name: what the
+    page keeps in its session (plain data, so it also crosses a process boundary, as on ZeroGPU)."""
 
     columns: list[list[ChainTrace]]
-    piece: Callable[[int], str] = str
+    texts: dict[int, str]
 
-    def trace(self, column: int, step: int) -> dict[str, Any]:
+    @classmethod
+    def of(cls, columns: list[list[ChainTrace]], piece: Callable[[int], str]) -> "RunTraces":
+        ids = {t for traces in columns for trace in traces for t in trace.tokens}
+        ids |= {s.draw for traces in columns for trace in traces for s in trace.stages if s.draw is not None}
+        return cls(columns, {t: piece(t) for t in ids})
+
+    def piece(self, token: int) -> str:
+        return self.texts.get(token, "?")
+
+    def trace(self, column: int, step: int, piece: Callable[[int], str] | None = None) -> dict[str, Any]:
         """Token ``step`` of column ``column`` (0-based), as JSON; a PlaygroundError naming a bad index."""
         if not 0 <= column < len(self.columns):
             raise PlaygroundError(f"column must be in 0..{len(self.columns) - 1}, got {column}")
@@ -165,4 +184,4 @@ class RunTraces:
             raise PlaygroundError("this run recorded no chain traces (record_traces=False)")
         if not 0 <= step < len(traces):
             raise PlaygroundError(f"step must be in 0..{len(traces) - 1} (the tokens of column {column}), got {step}")
-        return traces[step].to_json(self.piece)
+        return traces[step].to_json(piece or self.piece)

@@ -82,7 +82,7 @@ def test_run_streams_every_column_and_draws_the_plots(browser, server):
     page.wait_for_selector("#pg-heatmap .js-plotly-plot .hm", timeout=60_000)
     assert page.locator("#pg-heatmap .gtitle").text_content().endswith(": greedy")
     page.locator("#pg-heat-column input").click()  # choosing another column redraws the heatmap
-    page.get_by_role("option", name="phase_slip").click()
+    page.get_by_role("option", name="phase_slip", exact=True).click()
     page.wait_for_function("() => document.querySelector('#pg-heatmap .gtitle')?.textContent.endsWith(': phase_slip')",
                            timeout=60_000)
     ARTIFACTS.mkdir(exist_ok=True)

@@ -288,3 +288,17 @@ def test_compare_explain_and_the_explain_command(tmp_path):
     assert f"id {chosen['token']}" in shown.stdout
     bad = cli("explain", str(path), "--column", "3", "--step", "1")
     assert bad.returncode == 2 and "column must be in 1..2" in bad.stderr
+
+
+def test_a_runs_traces_pickle_as_plain_data_with_the_texts_they_name():
+    import pickle
+
+    from playground.traces import RunTraces
+
+    stages: list[Stage] = []
+    probs = sampling_probs(LOGITS, IDS, 0.7, top_k=5, top_p=0.9, stages=stages)
+    t = chain_trace(0, LOGITS, stages, token=1, u=0.5, how=DRAW, final=probs, with_draws=True)
+    kept = RunTraces.of([[t]], lambda i: f"<{i}>")
+    again = pickle.loads(pickle.dumps(kept))
+    assert torch.equal(again.columns[0][0].probs, t.probs) and torch.equal(again.columns[0][0].ranks, t.ranks)
+    assert again.trace(0, 0) == kept.trace(0, 0) and again.trace(0, 0)["tokens"][0]["text"] == "<0>"
