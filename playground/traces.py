@@ -130,14 +130,29 @@ def _ranks(dist: torch.Tensor, values: torch.Tensor, p: torch.Tensor) -> torch.T
     return torch.where(p > 0, ranks, torch.zeros_like(ranks)).to(torch.int32)
 
 
+def top_of(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    """A distribution's most likely probabilities and ids (descending, at most RANK_WINDOW), its support and
+    entropy. A truncated one is read from its few survivors, not from the whole vocabulary."""
+    support = int(torch.count_nonzero(dist))
+    if support > RANK_WINDOW:
+        values, ids = torch.topk(dist, RANK_WINDOW)
+        return values, ids, support, entropy_nats(dist)
+    kept = torch.nonzero(dist).flatten()
+    values, order = torch.sort(dist[kept], descending=True, stable=True)
+    return values, kept[order], support, entropy_nats(values)
+
+
 def chain_trace(step: int, clean_logits: torch.Tensor, stages: list[Stage], token: int, u: float, how: str,
                 final: torch.Tensor | None = None, with_draws: bool = False,
                 lookahead: dict[str, Any] | None = None) -> ChainTrace:
     """The trace of one decision (see the module docstring); ``with_draws``: each stage's draw at u."""
     dists = stage_distributions(clean_logits, stages, final)
     summaries, tops, tracked = [], [], []
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor, int, float]] = {}  # a stage that left the distribution as it was
     for stage, dist in dists:
-        values, ids = torch.topk(dist, min(RANK_WINDOW, dist.shape[-1]))
+        if id(dist) not in seen:
+            seen[id(dist)] = top_of(dist)
+        values, ids, support, entropy = seen[id(dist)]
         tops.append(values)
         n = TRACKED_CLEAN if not summaries else TOP_PER_STAGE
         tracked += ids[:n][values[:n] > 0].tolist()  # a point mass has one top token, not five
@@ -146,8 +161,7 @@ def chain_trace(step: int, clean_logits: torch.Tensor, stages: list[Stage], toke
         if with_draws or (how == DRAW and stage is dists[-1][0]):
             cdf = cumulative(dist)
             drawn = draw_from_cdf(cdf, dist.detach().to("cpu"), u)
-        summaries.append(StageSummary(stage.name, stage.param, int(torch.count_nonzero(dist)),
-                                      entropy_nats(dist), drawn, stage.side))
+        summaries.append(StageSummary(stage.name, stage.param, support, entropy, drawn, stage.side))
     chosen_interval = interval(cdf, token) if how == DRAW and cdf is not None else None
     clean = dists[0][1]
     tracked = sorted(set(tracked) | {token}, key=lambda t: (-float(clean[t]), t))
