@@ -363,6 +363,18 @@ def _integer_arg(value: Any, name: str) -> int:
     return value
 
 
+def run_inputs(data: dict[str, Any]) -> tuple[list[ColumnSpec], RunOptions]:
+    """The columns and options a run's JSON was decoded with (a branch, or the same run again)."""
+    specs = [column_from_dict(c.get("spec") or {"sampler": c["sampler"], "settings": c["settings"],
+                                                 "label": c["label"]}, f"column {i}")
+             for i, c in enumerate(data["columns"])]
+    options = RunOptions(seed=data["seed"], max_new_tokens=data["max_new_tokens"], chat=data["chat"],
+                         probe_layer=data["probe_layer"],
+                         record_order_parameter=data.get("record_order_parameter", True),
+                         samples=data.get("samples", 1), reference=data.get("reference_column", 0))
+    return specs, options
+
+
 def branch_point(lm: LoadedModel, run: Run | dict[str, Any], column: int, step: int,
                  token: int) -> tuple[list[ColumnSpec], RunOptions, Parent]:
     """What a branch of ``run`` runs: its columns, options and Parent (errors name the bad argument)."""
@@ -377,12 +389,8 @@ def branch_point(lm: LoadedModel, run: Run | dict[str, Any], column: int, step: 
     vocab = lm.model.config.vocab_size
     if not 0 <= token < vocab:
         raise PlaygroundError(f"token must be a token id in 0..{vocab - 1}, got {token}")
-    specs = [column_from_dict(c.get("spec") or {"sampler": c["sampler"], "settings": c["settings"],
-                                                 "label": c["label"]}, f"column {i}") for i, c in enumerate(columns)]
-    options = run.options if isinstance(run, Run) else RunOptions(
-        seed=data["seed"], max_new_tokens=data["max_new_tokens"], chat=data["chat"], probe_layer=data["probe_layer"],
-        record_order_parameter=data.get("record_order_parameter", True), samples=data.get("samples", 1),
-        reference=data.get("reference_column", 0))
+    specs, options = run_inputs(data)
+    options = run.options if isinstance(run, Run) else options
     before = (data.get("parent") or {}).get("continuation", [])
     decode = lm.tokenizer.decode
     parent = Parent(column=column, step=step, token=token, replaced=tokens[step], prompt=data["prompt"],

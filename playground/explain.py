@@ -11,14 +11,14 @@ its rank after that stage; a removed token reads "removed (by STAGE)".
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-from .columns import column_from_dict
 from .errors import PlaygroundError
 from .models import LoadedModel, add_model_arguments, model_from_arguments
-from .runs import Parent, Run, RunOptions
+from .runs import Parent, Run
 from .tables import format_table
 
 
@@ -51,16 +51,12 @@ def stage_lines(trace: dict[str, Any]) -> list[str]:
 
 def replay(lm: LoadedModel, data: dict[str, Any], step: int) -> Run:
     """The run of ``data`` (a run's JSON) decoded again up to token ``step``, on ``lm``, with traces."""
-    from .engine import Engine
+    from .engine import Engine, run_inputs
 
     if data.get("model") not in (None, lm.name):
         raise PlaygroundError(f"this run is of model {data['model']!r}, not {lm.name!r}: pass --model")
-    specs = [column_from_dict(c.get("spec") or {"sampler": c["sampler"], "settings": c["settings"],
-                                                 "label": c["label"]}, f"column {i + 1}")
-             for i, c in enumerate(data["columns"])]
-    options = RunOptions(seed=data["seed"], max_new_tokens=step + 1, chat=data["chat"],
-                         probe_layer=data["probe_layer"],
-                         record_order_parameter=data.get("record_order_parameter", True))
+    specs, options = run_inputs(data)
+    options = dataclasses.replace(options, max_new_tokens=step + 1, samples=1)  # the traces are sample 0's
     parent = Parent(**data["parent"]) if data.get("parent") else None
     run = Engine(lm).run(data["prompt"], specs, options, parent=parent)
     for c, (column, again) in enumerate(zip(data["columns"], run.columns)):
