@@ -313,8 +313,10 @@ class Engine:
             stages = [*stages, Stage("lookahead", f"{len(record.candidates)} candidates, the calmest attention wins",
                                      probs=point_mass(record.logits, token))]
         with_draws = bool(run.partners[run.columns.index(col)])
+        stats = record.clean.stats  # the clean distribution as the row's telemetry has it
         return traces.chain_trace(len(col.tokens), record.logits, stages, token, record.u, how,
-                                  final=record.drawn_from, with_draws=with_draws, lookahead=lookahead)
+                                  final=record.drawn_from, with_draws=with_draws, lookahead=lookahead,
+                                  clean=(stats.log_probs[0].exp(), float(stats.entropy[0])))
 
     def _emit(self, run: Run, col: Column, record: StepRecord, token: int, step_ms: float) -> None:
         """Append the chosen token and its telemetry row; finish the column on EOS or length."""

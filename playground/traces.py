@@ -14,10 +14,12 @@ that stage's scores, and the last one is the very tensor the engine drew from.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from .draw import cumulative, draw_from_cdf, interval
 from .errors import PlaygroundError
@@ -90,27 +92,33 @@ class ChainTrace:
                 "tokens": rows}
 
 
-def stage_distributions(clean_logits: torch.Tensor, stages: list[Stage],
-                        final: torch.Tensor | None) -> list[tuple[Stage, torch.Tensor]]:
-    """Each stage with its distribution [V]: the clean softmax first; ``final`` (what the engine drew
-    from) stands for the last stage of the chain, so its floats are the draw's own."""
-    clean = Stage("clean")
-    current = torch.softmax(clean_logits.view(1, -1).float(), dim=-1)[0]  # as the chain takes a softmax
-    out = [(clean, current)]
-    for stage in stages:
-        if stage.probs is not None:
-            dist = stage.probs
-        elif stage.scores is not None:
-            dist = torch.softmax(stage.scores.view(1, -1).float(), dim=-1)[0]
-        else:
-            dist = current  # a stage that sets parameters: the distribution is as it was
-        out.append((stage, dist))
-        if not stage.side:
-            current = dist
-    if final is not None:
-        last = max(i for i, (stage, _) in enumerate(out) if not stage.side)
-        out[last] = (out[last][0], final)
-    return out
+@dataclass
+class _Read:
+    """One distinct distribution of a trace, read once: on the whole vocabulary (``ids`` None) or, once
+    the chain has cut it to at most RANK_WINDOW tokens, on its survivors (``ids``, in vocabulary order)."""
+
+    p: torch.Tensor  # [V], or [survivors] aligned with ids
+    ids: torch.Tensor | None
+    values: torch.Tensor  # the most likely probabilities, descending (at most RANK_WINDOW)
+    top: torch.Tensor  # their token ids
+    support: int
+    entropy: float
+
+    def at(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The probabilities of ``tokens`` (0 for a token this distribution does not hold)."""
+        if self.ids is None:
+            return self.p[tokens]
+        pos = torch.searchsorted(self.ids, tokens).clamp_max(self.ids.shape[0] - 1)
+        return torch.where(self.ids[pos] == tokens, self.p[pos], torch.zeros_like(self.p[pos]))
+
+    def draw(self, u: float) -> tuple[int, torch.Tensor]:
+        """The token a draw at u gives (as draw.draw would on the whole vocabulary), and the CDF over ``p``."""
+        cdf = cumulative(self.p)
+        index = draw_from_cdf(cdf, self.p.detach().to("cpu"), u)  # zeros between survivors add nothing to a CDF
+        return (index if self.ids is None else int(self.ids[index])), cdf
+
+    def interval(self, cdf: torch.Tensor, token: int) -> tuple[float, float]:
+        return interval(cdf, token if self.ids is None else int(torch.searchsorted(self.ids, token)))
 
 
 def entropy_nats(dist: torch.Tensor) -> float:
@@ -118,58 +126,111 @@ def entropy_nats(dist: torch.Tensor) -> float:
     return max(0.0, float(-torch.nansum(dist * dist.log())))  # a point mass: -0.0 reads as 0
 
 
-def _ranks(dist: torch.Tensor, values: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """1 + how many tokens are more likely, for tracked probabilities ``p``; 0 where p = 0.
+def _on_survivors(p: torch.Tensor, ids: torch.Tensor) -> _Read:
+    """A distribution held on a few survivors: drop its zeros, sort the rest (ties in vocabulary order)."""
+    kept = p > 0
+    p, ids = p[kept], ids[kept]
+    values, order = torch.sort(p, descending=True, stable=True)
+    return _Read(p, ids, values, ids[order], int(p.shape[0]), entropy_nats(values))
 
-    ``values``: ``dist``'s top RANK_WINDOW probabilities; a p below them is counted over the vocabulary.
-    """
-    ranks = 1 + (values.unsqueeze(0) > p.unsqueeze(1)).sum(1)
-    low = p < values[-1]
-    for j in torch.nonzero(low & (p > 0)).flatten().tolist():
-        ranks[j] = 1 + int((dist > p[j]).sum())
+
+def _on_vocabulary(p: torch.Tensor, before: _Read | None, keeps_order: bool,
+                   entropy: float | None = None) -> _Read:
+    """A distribution over the whole vocabulary. ``keeps_order``: a temperature or a cut from the top, so
+    its most likely tokens are among ``before``'s (checked, not assumed) and no second top-k is needed."""
+    support = int(torch.count_nonzero(p))
+    reuse = keeps_order and before is not None and before.ids is None
+    if support <= RANK_WINDOW:
+        if reuse and bool((p[before.top[:support]] > 0).all()):  # the survivors are before's most likely
+            ids = torch.sort(before.top[:support]).values
+        else:
+            ids = torch.nonzero(p).flatten()
+        return _on_survivors(p[ids], ids)
+    values = None
+    if reuse and before.top.shape[0] == RANK_WINDOW:
+        values, order = torch.sort(p[before.top], descending=True, stable=True)
+        top = before.top[order]
+        if int(torch.count_nonzero(p >= values[-1])) != RANK_WINDOW:  # a tie at the edge, or not the top
+            values = None
+    if values is None:
+        values, top = torch.topk(p, RANK_WINDOW)
+    return _Read(p, None, values, top, support, entropy_nats(p) if entropy is None else entropy)
+
+
+def _read(stage: Stage, current: _Read | None, probs: torch.Tensor | None) -> _Read | None:
+    """``stage``'s distribution read on the tokens still alive: a chain's link never revives a token it
+    was given at p = 0, so after a cut to a few survivors only they are read. None: as it was."""
+    if probs is None and stage.scores is None:
+        return None
+    sparse = current is not None and current.ids is not None and not stage.side
+    if sparse and (stage.scores is not None or probs is not stage.probs):  # a link's scores, or the draw's own
+        ids = current.ids
+        p = probs[ids] if probs is not None else torch.softmax(stage.scores[ids].view(1, -1).float(), dim=-1)[0]
+        return _on_survivors(p, ids)
+    entropy = None
+    if probs is None:  # read as the engine reads the clean logits: p = exp(log_softmax), H = -sum p log p
+        log_p = torch.log_softmax(stage.scores.view(1, -1).float(), dim=-1)[0]
+        probs = log_p.exp()
+        entropy = max(0.0, float(-torch.nansum(probs * log_p)))
+    return _on_vocabulary(probs, current, stage.keeps_order and not stage.side, entropy)
+
+
+def _ranks(reads: list[_Read], p: torch.Tensor) -> torch.Tensor:
+    """1 + how many tokens are more likely, for the tracked probabilities ``p`` [reads, tokens]; 0 where
+    p = 0. Read from each distribution's top RANK_WINDOW probabilities; a p below them is counted in full."""
+    values = pad_sequence([r.values.double() for r in reads], batch_first=True, padding_value=-math.inf)
+    ranks = 1 + (values.unsqueeze(1) > p.unsqueeze(2)).sum(2)
+    floor = torch.tensor([float(r.values[-1]) if r.ids is None else 0.0 for r in reads], dtype=p.dtype,
+                         device=p.device)  # a distribution on its survivors has them all in its window
+    for s, j in torch.nonzero((p < floor.unsqueeze(1)) & (p > 0)).tolist():
+        ranks[s, j] = 1 + int((reads[s].p > p[s, j]).sum())
     return torch.where(p > 0, ranks, torch.zeros_like(ranks)).to(torch.int32)
-
-
-def top_of(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, float]:
-    """A distribution's most likely probabilities and ids (descending, at most RANK_WINDOW), its support and
-    entropy. A truncated one is read from its few survivors, not from the whole vocabulary."""
-    support = int(torch.count_nonzero(dist))
-    if support > RANK_WINDOW:
-        values, ids = torch.topk(dist, RANK_WINDOW)
-        return values, ids, support, entropy_nats(dist)
-    kept = torch.nonzero(dist).flatten()
-    values, order = torch.sort(dist[kept], descending=True, stable=True)
-    return values, kept[order], support, entropy_nats(values)
 
 
 def chain_trace(step: int, clean_logits: torch.Tensor, stages: list[Stage], token: int, u: float, how: str,
                 final: torch.Tensor | None = None, with_draws: bool = False,
-                lookahead: dict[str, Any] | None = None) -> ChainTrace:
-    """The trace of one decision (see the module docstring); ``with_draws``: each stage's draw at u."""
-    dists = stage_distributions(clean_logits, stages, final)
-    summaries, tops, tracked = [], [], []
-    seen: dict[int, tuple[torch.Tensor, torch.Tensor, int, float]] = {}  # a stage that left the distribution as it was
-    for stage, dist in dists:
-        if id(dist) not in seen:
-            seen[id(dist)] = top_of(dist)
-        values, ids, support, entropy = seen[id(dist)]
-        tops.append(values)
-        n = TRACKED_CLEAN if not summaries else TOP_PER_STAGE
-        tracked += ids[:n][values[:n] > 0].tolist()  # a point mass has one top token, not five
-        drawn = None
-        cdf = None
-        if with_draws or (how == DRAW and stage is dists[-1][0]):
-            cdf = cumulative(dist)
-            drawn = draw_from_cdf(cdf, dist.detach().to("cpu"), u)
-        summaries.append(StageSummary(stage.name, stage.param, support, entropy, drawn, stage.side))
-    chosen_interval = interval(cdf, token) if how == DRAW and cdf is not None else None
-    clean = dists[0][1]
-    tracked = sorted(set(tracked) | {token}, key=lambda t: (-float(clean[t]), t))
-    index = torch.tensor(tracked, device=clean.device)
-    probs = torch.stack([dist[index].double().cpu() for _, dist in dists])
-    ranks = torch.stack([_ranks(dist, top, dist[index]).cpu() for (_, dist), top in zip(dists, tops)])
-    return ChainTrace(step=step, token=token, u=u, how=how, stages=summaries, tokens=tracked, probs=probs,
-                      ranks=ranks, interval=chosen_interval, lookahead=lookahead)
+                lookahead: dict[str, Any] | None = None,
+                clean: tuple[torch.Tensor, float] | None = None) -> ChainTrace:
+    """The trace of one decision (see the module docstring); ``with_draws``: each stage's draw at u.
+
+    ``final`` (what the engine drew from) stands for the last stage of the chain, so its floats are the
+    draw's own. ``clean``: the clean distribution and its entropy, where the engine has them already.
+    """
+    last = max((i for i, stage in enumerate(stages) if not stage.side), default=-1)
+    if last < 0 and final is not None:  # no link in force: the clean distribution is the one drawn from
+        first = _on_vocabulary(final, None, False)
+    elif clean is not None:
+        first = _on_vocabulary(clean[0], None, False, entropy=clean[1])
+    else:
+        first = _read(Stage("clean", scores=clean_logits), None, None)
+    reads, current = [first], first
+    for i, stage in enumerate(stages):
+        probs = final if i == last and final is not None else stage.probs
+        read = _read(stage, current, probs) or current  # a stage that sets parameters: as it was
+        reads.append(read)
+        if not stage.side:
+            current = read
+    distinct = list({id(read): read for read in reads}.values())  # a stage that left it as it was shares it
+    row = [next(d for d, other in enumerate(distinct) if other is read) for read in reads]
+    draws: dict[int, int] = {}
+    cdfs: dict[int, torch.Tensor] = {}
+    if with_draws or how == DRAW:
+        for d in sorted(set(row)) if with_draws else [row[-1]]:
+            draws[d], cdfs[d] = distinct[d].draw(u)
+    summaries, tracked = [], {token}
+    for s, (stage, r) in enumerate(zip([Stage("clean"), *stages], row)):
+        tracked.update(distinct[r].top[:TRACKED_CLEAN if s == 0 else TOP_PER_STAGE].tolist())
+        drawn = draws.get(r) if with_draws or s == len(row) - 1 else None
+        summaries.append(StageSummary(stage.name, stage.param, distinct[r].support, distinct[r].entropy, drawn,
+                                      stage.side))
+    order = sorted(tracked, key=lambda t: (-float(first.p[t]), t))
+    index = torch.tensor(order, device=first.p.device)
+    p = torch.stack([read.at(index).double() for read in distinct])  # [distinct, tracked]
+    rows = torch.tensor(row)
+    return ChainTrace(step=step, token=token, u=u, how=how, stages=summaries, tokens=order,
+                      probs=p.cpu()[rows], ranks=_ranks(distinct, p).cpu()[rows],
+                      interval=reads[-1].interval(cdfs[row[-1]], token) if how == DRAW else None,
+                      lookahead=lookahead)
 
 
 @dataclass

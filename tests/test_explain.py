@@ -64,6 +64,7 @@ def test_each_stage_of_a_fixed_chain_equals_a_hand_computation_and_the_last_is_t
     for s, expected in enumerate(hand):
         assert t.probs[s].tolist() == pytest.approx(expected, abs=2e-7), t.stages[s].name
         assert t.stages[s].support == sum(p > 0 for p in expected)
+        assert t.stages[s].entropy == pytest.approx(-sum(p * math.log(p) for p in expected if p > 0), abs=1e-6)
     assert torch.equal(t.probs[-1], probs.double())  # the very floats the engine draws from
     removed = {j: t.removed_by(j) for j in range(8)}
     assert removed[5] == removed[6] == removed[7] == "top_k"
@@ -73,6 +74,30 @@ def test_each_stage_of_a_fixed_chain_equals_a_hand_computation_and_the_last_is_t
     gone = [r for r in rows if r["top_k"] == "removed"]
     assert len(gone) == 3 and all(r["min_p"] == "0" for r in gone)
     assert t.stages[-1].draw == playground.engine.draw(probs, 0.5)
+
+
+@pytest.mark.parametrize("chain", [dict(temperature=0.7, top_k=40, top_p=0.9), dict(temperature=1.3, top_p=0.95),
+                                   dict(temperature=0.8, min_p=0.02), dict(temperature=1.0, top_k=0)])
+def test_a_large_vocabulary_trace_reads_every_stage_as_a_full_read_would(chain):
+    """The shortcuts (a few survivors read alone, a temperature's top tokens taken from the stage before)
+    give each stage's support, entropy, tracked probabilities and ranks as a read of all 49,152 would."""
+    logits = torch.randn(49152, generator=torch.Generator().manual_seed(3)) * 3
+    logits[7] = logits[9] = float(logits.max()) + 1  # a tie among the most likely tokens
+    stages: list[Stage] = []
+    probs = sampling_probs(logits, IDS, stages=stages, **chain)
+    t = chain_trace(0, logits, stages, token=playground.engine.draw(probs, 0.3), u=0.3, how=DRAW, final=probs,
+                    with_draws=True)
+    index = torch.tensor(t.tokens)
+    for s, scores in enumerate([logits, *(stage.scores for stage in stages)]):
+        read = probs if s == len(stages) else torch.log_softmax(scores.float(), -1).exp()  # the whole vocabulary
+        assert t.stages[s].support == int((read > 0).sum()), t.stages[s].name
+        exact = torch.softmax(scores.double(), -1)
+        assert t.stages[s].entropy == pytest.approx(float(-torch.special.xlogy(exact, exact).sum()), rel=2e-5)
+        assert t.probs[s].tolist() == pytest.approx(read[index].tolist(), rel=1e-6, abs=1e-12)
+        ranks = [1 + int((read > q).sum()) if q > 0 else 0 for q in t.probs[s].float()]
+        assert t.ranks[s].tolist() == ranks, t.stages[s].name
+        assert t.stages[s].draw == playground.engine.draw(read, 0.3), t.stages[s].name
+    assert torch.equal(t.probs[-1], probs[index].double())
 
 
 def test_ranks_count_the_more_likely_tokens_and_a_removed_one_has_none():

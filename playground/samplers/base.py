@@ -47,6 +47,7 @@ class Stage:
     ``scores``: logits-like [V] whose softmax is that distribution; ``probs``: the distribution itself;
     both None: a stage that sets parameters and leaves the distribution as it was (α, a quadrant).
     ``side``: a distribution beside the chain, not a step of it (Phase-Slip's perturbed row).
+    ``keeps_order``: a temperature, or a cut that keeps the most likely tokens: the order is as before.
     """
 
     name: str
@@ -54,6 +55,7 @@ class Stage:
     scores: torch.Tensor | None = None
     probs: torch.Tensor | None = None
     side: bool = False
+    keeps_order: bool = False
 
 
 def point_mass(like: torch.Tensor, token: int) -> torch.Tensor:

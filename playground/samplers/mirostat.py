@@ -48,7 +48,7 @@ def mirostat_probs(logits: torch.Tensor, mu: float, temperature: float = 1.0,
     q = torch.where(keep, log_p.exp(), torch.zeros_like(log_p))
     q = q / q.sum()
     if stages is not None:
-        stages += [Stage("temperature", f"temperature={temperature:g}", scores=tempered),
+        stages += [Stage("temperature", f"temperature={temperature:g}", scores=tempered, keeps_order=True),
                    Stage("mu_cut", f"μ={mu:.3f} bits", probs=q)]
     return q
 

@@ -103,6 +103,8 @@ LINK_ATTRIBUTE = {"repetition_penalty": "penalty", "dry": "multiplier", "top_n_s
                   "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
                   "typical_p": "mass", "epsilon": "epsilon", "eta": "epsilon"}
 LINK_SETTING = {"dry": "dry_multiplier"}
+# links that keep the order of the distribution they are given: a temperature, or a cut from the top
+ORDER_KEEPING = {"top_n_sigma", "temperature", "top_k", "top_p", "min_p", "epsilon", "eta"}
 
 
 def link_param(name: str, processor: LogitsProcessor) -> str:
@@ -137,10 +139,12 @@ def sampling_probs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: f
         if stages is None:
             continue
         if isinstance(processor, TopKTopPLogitsWarper):
-            stages.append(Stage("top_k", f"top_k={processor.top_k.top_k}", scores=processor.top_k_scores[0]))
-            stages.append(Stage("top_p", f"top_p={processor.top_p.top_p:g}", scores=scores[0]))
+            stages.append(Stage("top_k", f"top_k={processor.top_k.top_k}", scores=processor.top_k_scores[0],
+                                keeps_order=True))
+            stages.append(Stage("top_p", f"top_p={processor.top_p.top_p:g}", scores=scores[0], keeps_order=True))
         else:
-            stages.append(Stage(name, link_param(name, processor), scores=scores[0]))
+            stages.append(Stage(name, link_param(name, processor), scores=scores[0],
+                                keeps_order=name in ORDER_KEEPING))
     return torch.softmax(scores, dim=-1)[0]
 
 
