@@ -242,6 +242,7 @@ def largest_request_memory(engine: Engine, args) -> dict[str, Any]:
         peak = peak_rss_growth_gb(go)
     return {"largest_request": f"8 columns x {per_column} samples x {args.tokens} tokens",
             "largest_request_s": round(holder[0].elapsed_s, 1),
+            "largest_request_tokens": sum(len(c.tokens) for c in holder[0].decoding),  # rows stop at EOS
             "largest_request_peak_gb": None if peak is None else round(peak, 3)}
 
 
