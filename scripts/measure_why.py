@@ -26,11 +26,17 @@ REPEATS = 5
 CLICK_TO_TABLE = """async ([column, step]) => {
   const tok = document.querySelector(`#pg-columns .pg-card[data-column='${column}'] .pg-tok[data-step='${step}']`);
   tok.click();
+  const panel = document.querySelector('#pg-why');
+  const selector = `.pg-why-trace[data-column='${column}'][data-step='${step}'] .pg-why-table`;
+  const shown = new Promise((resolve) => {  // an observer, not a polling loop that would load the page
+    const seen = new MutationObserver(() => {
+      if (panel.querySelector(selector)) { seen.disconnect(); resolve(performance.now()); }
+    });
+    seen.observe(panel, {childList: true, subtree: true});
+  });
   const start = performance.now();
   document.querySelector('#pg-columns .pg-alts .pg-why-btn').click();
-  const selector = `#pg-why .pg-why-trace[data-column='${column}'][data-step='${step}'] .pg-why-table`;
-  while (!document.querySelector(selector)) await new Promise((r) => setTimeout(r, 2));
-  return performance.now() - start;
+  return (await shown) - start;
 }"""
 
 query = urlencode({"v": 2, "prompt": BENCH_PROMPT, "max_new_tokens": TOKENS, "seed": 0,
