@@ -43,6 +43,7 @@ from . import kuramoto, traces
 from .columns import MAX_COLUMNS, ColumnSpec, check_columns, column_from_dict, column_labels
 from .draw import draw
 from .inputs import prompt_ids
+from .model_changes import SideRowJoin
 from .models import LoadedModel
 from .rows import Row, RowPlan, RowRequest
 from .runs import CleanStep, Column, Parent, Run, RunOptions, StepRecord, describe_branch
@@ -221,7 +222,8 @@ class Engine:
         main, _, _ = run.plan.roles()  # after the prefill every column continues its one row
         requests = [RowRequest(col=c, source=main.get(c, 0), token=col.tokens[-1] if col.tokens else -1,
                                side_rows=col.sampler.extra_rows,
-                               candidates=col.lookahead.candidates if col.lookahead else None)
+                               candidates=col.lookahead.candidates if col.lookahead else None,
+                               side_layer=col.sampler.side_layer() if self.lm.joins_side_rows else 0)
                     for c, col in enumerate(run.decoding) if not col.done]
         rows = run.plan.next_rows(requests)
         run.plan.move_to(rows)
@@ -232,13 +234,15 @@ class Engine:
         return rows
 
     def _forward(self, run: Run, rows: list[Row]):
-        return self._pass(run, torch.tensor([[r.token] for r in rows], dtype=torch.long, device=self.lm.device))
+        fed, side_rows = run.plan.pass_rows()  # side rows join at their layer: not fed
+        tokens = torch.tensor([[rows[i].token] for i in fed], dtype=torch.long, device=self.lm.device)
+        return self._pass(run, tokens, side_rows)
 
-    def _pass(self, run: Run, tokens: torch.Tensor):
+    def _pass(self, run: Run, tokens: torch.Tensor, side_rows: SideRowJoin | None = None):
         """``tokens`` [rows, n] through the model onto the run's cache: the last position's logits and
-        attention rows."""
+        attention rows (of every row of the layout, where ``side_rows`` join the pass)."""
         self.lm.use_attention(weights=run.need_attn)  # no weights wanted: sdpa, which never materialises them
-        out, run.plan.cache = self.lm.forward(tokens, run.plan.cache, output_attentions=run.need_attn,
+        out, run.plan.cache = self.lm.forward(tokens, run.plan.cache, side_rows, output_attentions=run.need_attn,
                                               logits_to_keep=1)
         attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if run.need_attn else None
         own = out.get("oscillator_order_parameter")  # a model with oscillators (PhaseGPT) reports their own R

@@ -20,9 +20,23 @@ float32 rounding, and is here for speed or for exact near-ties:
                             this machine (kernels.py measures)             and the rows (up to 3x)
     growing KV cache        a run's cache writes each new position into    DynamicCache concatenates: a
                             spare room (cache.py) instead of ``torch.cat`` copy of the whole cache a step
+    side rows from their    a pass's side rows join it at the lowest       below that layer a side row and
+    layer                   layer their samplers change, as copies of      its clean row compute the same
+                            their clean rows' hidden states there          states: a whole row's work for
+                            (``SideRowJoin``, a hook on that layer)        a few layers' difference
 
 The weights stay the same dense parameters with the same state dict: ``generate`` and
 ``save_pretrained`` work on a changed model.
+
+Side rows. A side row (Phase-Slip's perturbed copy of its clean row, rows.py) is fed the clean
+row's token over the clean row's cache; its sampler changes Value vectors only from some layer
+up (the lowest perturbed layer: 25 of 30 with the default model's calibrated heads). Below that
+layer both rows compute the same states, so a pass with side rows starts with the other rows
+alone: the model's own forward runs, and forward pre-hooks on the decoder layers
+(``joined_side_rows``) widen the batch at the join layer, each side row starting from a copy
+of its clean row's hidden state, and widen the attention mask for the layers above. The
+cache's layers below the join hold no side rows. A model whose decoder loop is not stock
+Llama's (``JOIN_MODEL_TYPES``), and the stock switch, keep side rows whole.
 
 The switch. ``PLAYGROUND_STOCK=1`` (or ``load_model(..., stock=True)``) makes none of these
 changes: the model is stock transformers' own, and runs use a plain ``DynamicCache``. A pass
@@ -39,9 +53,10 @@ for other CPUs' kernels (AVX-512, AMX), whose rounding differs.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from transformers import DynamicCache
@@ -57,6 +72,9 @@ STOCK_VARIABLE = "PLAYGROUND_STOCK"
 # model types whose eager attention is plain scaled dot-product + additive mask (no soft-capping,
 # no sinks): ``grouped`` computes the same; other models keep their own eager attention
 GROUPED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+# model types whose decoder loop feeds every layer the hidden states, a batch-shaped mask and
+# position embeddings shared by the batch (stock Llama's loop): side rows may join at a layer
+JOIN_MODEL_TYPES = GROUPED_MODEL_TYPES
 
 
 @dataclass(frozen=True)
@@ -79,6 +97,10 @@ CHANGES: tuple[ModelChange, ...] = (
                 "for its shape and row count", "the fastest kernel for thin matrices depends on the CPU"),
     ModelChange("growing KV cache", "a run's cache writes new positions into spare room",
                 "DynamicCache copies the whole cache every step (torch.cat)"),
+    ModelChange("side rows from their layer", "a pass's side rows join it at the lowest layer their samplers "
+                "change, as copies of their clean rows' hidden states there",
+                "below that layer a side row computes its clean row's states: a whole row's work for a few "
+                "layers' difference"),
 )
 
 
@@ -168,3 +190,63 @@ def apply_changes(model: Any, model_name: str, device: torch.device,
 def kv_cache(config: Any, capacity: int | None, stock: bool) -> DynamicCache:
     """A run's empty KV cache: growing (room for ``capacity`` positions), or stock's DynamicCache."""
     return DynamicCache(config=config) if stock else growing_cache(config, capacity)
+
+
+def joins_side_rows(model: Any, stock: bool) -> bool:
+    """Whether side rows may join ``model``'s passes at a layer (``joined_side_rows``); else they run whole."""
+    return not stock and getattr(model.config, "model_type", None) in JOIN_MODEL_TYPES
+
+
+@dataclass(frozen=True)
+class SideRowJoin:
+    """Where a pass's side rows join it: below ``layer`` the pass has its other rows only; from ``layer``
+    on, row i of the pass continues row ``sources[i]`` of the rows below (a side row: its clean row's)."""
+
+    layer: int
+    sources: torch.Tensor  # [rows from ``layer`` on], int64, on the model's device
+
+    def rows(self, below: torch.Tensor) -> torch.Tensor:
+        """``below`` [rows below, ...] as the rows from ``layer`` on: each side row a copy of its clean row's."""
+        return below.index_select(0, self.sources)
+
+    def shared(self, value: Any) -> Any:
+        """A layer's batch-shaped input (a mask, position embeddings) for the rows from ``layer`` on;
+        a batch dimension of 1 is shared by every row and stays as it is."""
+        if isinstance(value, tuple):
+            return tuple(self.shared(part) for part in value)
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] > 1:
+            return self.rows(value)
+        return value
+
+
+BATCH_SHAPED_INPUTS = ("attention_mask", "position_embeddings", "position_ids")  # a decoder layer's, besides the states
+
+
+@contextmanager
+def joined_side_rows(model: Any, join: SideRowJoin | None) -> Iterator[None]:
+    """Inside, ``model``'s passes take the rows below ``join.layer`` and widen to every row there.
+
+    Forward pre-hooks on the decoder layers: the join layer's widens the hidden states (each side
+    row starts as a copy of its clean row's); it and every layer above widen the mask and position
+    inputs the model made for the rows below. ``join`` None: no hook, every row at every layer.
+    """
+    if join is None:
+        yield
+        return
+
+    def widen_inputs(layer: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return args, {k: join.shared(v) if k in BATCH_SHAPED_INPUTS else v for k, v in kwargs.items()}
+
+    def widen_states(layer: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if args:  # stock decoder loops pass the hidden states first, by position
+            return (join.rows(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": join.rows(kwargs["hidden_states"])}
+
+    layers = model.get_decoder().layers
+    handles = [layers[join.layer].register_forward_pre_hook(widen_states, with_kwargs=True)]
+    handles += [layer.register_forward_pre_hook(widen_inputs, with_kwargs=True) for layer in layers[join.layer:]]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

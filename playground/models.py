@@ -27,7 +27,8 @@ from .baseline import load_stock_model
 from .devices import DTYPE_ALIASES, DTYPES, pick_device, pick_dtype
 from .errors import ModelLoadError, PlaygroundError
 from .model_args import add_model_arguments
-from .model_changes import GROUPED_MODEL_TYPES, Float32Head, apply_changes, kv_cache, stock_requested
+from .model_changes import (GROUPED_MODEL_TYPES, Float32Head, SideRowJoin, apply_changes, joined_side_rows,
+                            joins_side_rows, kv_cache, stock_requested)
 from .model_source import (BUNDLED_FILE, BUNDLED_NAME, BUNDLED_PACKAGE, DEFAULT_MODEL, HUB_DEFAULT_ID, PHASEGPT_MODEL,
                            PHASEGPT_NAME, bundled_gguf, cache_dir, check_reachable, converted_bundled_model,
                            quiet_transformers, resolve_model_id)
@@ -77,6 +78,8 @@ class LoadedModel:
         # transformers renamed forward's `past_key_values` to `cache` (the old name goes in 5.40)
         self.cache_keyword = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
             else "past_key_values"
+        # side rows may join a pass at the layer where they start to differ (model_changes.py)
+        self.joins_side_rows = joins_side_rows(self.model, self.stock)
 
     def order_parameter_source(self, layer: int) -> str:
         """Which R a column's order parameter is at ``layer``: the oscillators' own, or read from attention."""
@@ -100,13 +103,20 @@ class LoadedModel:
             text = self._pieces[token] = self.tokenizer.decode([token])
         return text
 
-    def forward(self, tokens: torch.Tensor, cache: Any, **kwargs: Any) -> tuple[Any, Any]:
+    def forward(self, tokens: torch.Tensor, cache: Any, side_rows: SideRowJoin | None = None,
+                **kwargs: Any) -> tuple[Any, Any]:
         """One pass that reads and extends ``cache``: (the model's output, the cache it returns).
 
         The cache goes in by the keyword this transformers version names it, so no deprecation
         warning is printed and the code keeps working once the old name is removed.
+        ``side_rows``: ``tokens`` are the rows below the join layer, and the side rows join there
+        (``joined_side_rows``); the logits and every layer's attention weights come out for every row.
         """
-        out = self.model(tokens, **{self.cache_keyword: cache}, use_cache=True, **kwargs)
+        with joined_side_rows(self.model, side_rows):
+            out = self.model(tokens, **{self.cache_keyword: cache}, use_cache=True, **kwargs)
+        if side_rows is not None and out.get("attentions") is not None:  # a side row's below the join: its clean row's
+            out.attentions = tuple(side_rows.rows(a) if layer < side_rows.layer else a
+                                   for layer, a in enumerate(out.attentions))
         returned = out.get("cache")
         return out, returned if returned is not None else out.get("past_key_values")
 

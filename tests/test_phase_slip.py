@@ -22,7 +22,7 @@ from playground.samplers.phase_slip import (
 )
 from playground.samplers.temperature import sampling_probs
 
-from margins import assert_draws_decided, recorded_draws
+from margins import LOGIT_NOISE, assert_draws_decided, recorded_draws
 
 PROMPT = "The ancient door creaked open"
 
@@ -95,6 +95,7 @@ def test_perturb_never_touches_the_prompt(tiny_llama):
 # ---- the engine: two rows, one forward, the clean cache untouched ---------------------------
 def test_clean_cache_gets_one_position_equal_to_a_run_without_the_side_row(tiny_llama):
     lm = tiny_llama
+    assert lm.joins_side_rows  # the side row joins at layer 2, the lowest perturbed one
     spec = ColumnSpec("phase_slip", {"heads": "2.1,3.0", "noise_scale": 0.8, "perturbation_window": 4})
     engine = Engine(lm)
     stream = engine.stream(PROMPT, [spec], RunOptions(seed=1, max_new_tokens=8, record_order_parameter=False))
@@ -112,11 +113,17 @@ def test_clean_cache_gets_one_position_equal_to_a_run_without_the_side_row(tiny_
             lm.forward(torch.tensor([[token]]), alone)
         generated = length - n_prompt
         for index, layer in enumerate(cache.layers):
-            clean_k, clean_v, side_k, side_v = layer.keys[0], layer.values[0], layer.keys[1], layer.values[1]
+            assert layer.keys.shape[0] == layer.values.shape[0] == (1 if index < 2 else 2)  # below: the clean row only
+            clean_k, clean_v = layer.keys[0], layer.values[0]
             assert torch.equal(clean_k[:, :length], snapshot[index][0][0])  # old positions: bit-identical
             assert torch.equal(clean_v[:, :length], snapshot[index][1][0])
             assert torch.allclose(clean_k[:, length], alone.layers[index].keys[0, :, length], atol=1e-5)
             assert torch.allclose(clean_v[:, length], alone.layers[index].values[0, :, length], atol=1e-5)
+            if index < 2:  # the clean row passed these layers alone: a one-row step's numbers, bit for bit
+                assert torch.equal(clean_k[:, length], alone.layers[index].keys[0, :, length])
+                assert torch.equal(clean_v[:, length], alone.layers[index].values[0, :, length])
+                continue
+            side_k, side_v = layer.keys[1], layer.values[1]
             assert torch.equal(side_k[:, :length], clean_k[:, :length])  # keys are never perturbed
             assert torch.equal(side_v[:, :n_prompt], clean_v[:, :n_prompt])  # nor is the prompt
             for head in range(lm.n_kv_heads):
@@ -125,6 +132,96 @@ def test_clean_cache_gets_one_position_equal_to_a_run_without_the_side_row(tiny_
         signals = run.columns[0].rows[-1]
         assert signals.extra["perturbed_positions"] == min(4, generated)
         assert signals.extra["eligible_heads"] == ["2.1", "3.0"]
+
+
+# ---- side rows join the pass at the lowest perturbed layer -----------------------------------
+def _decoded(lm, monkeypatch, joined: bool, prompt: str, columns: list, parent=None, **options):
+    """A run with side rows joining the pass at their layer (``joined``) or fed whole from the first layer;
+    per Phase-Slip Column its steps' (clean, perturbed) logits; after the first step, the plan's join
+    layer and each cache layer's rows."""
+    seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    decide = PhaseSlip.decide
+
+    def recorded(self, view: StepView):
+        if view.extra_logits is not None:
+            seen.setdefault(id(self), []).append((view.logits.clone(), view.extra_logits[0].clone()))
+        return decide(self, view)
+
+    monkeypatch.setattr(PhaseSlip, "decide", recorded)
+    monkeypatch.setattr(lm, "joins_side_rows", joined)
+    run, first_step = None, None
+    for run in Engine(lm).stream(prompt, columns, RunOptions(**options), parent=parent):
+        if run.step == 1 and first_step is None:
+            first_step = (run.plan.join_layer, [layer.keys.shape[0] for layer in run.cache.layers])
+    logits = [seen.get(id(c.sampler), []) for c in run.decoding if isinstance(c.sampler, PhaseSlip)]
+    return run, logits, first_step
+
+
+def _largest_gap(a: list, b: list) -> float:
+    """The largest |difference| between two runs' clean or perturbed logits, step by step."""
+    pairs = [(x, y) for col_a, col_b in zip(a, b, strict=True) for x, y in zip(col_a, col_b, strict=True)]
+    assert pairs
+    return max(float((u - v).abs().max()) for x, y in pairs for u, v in zip(x, y))
+
+
+JOINED_TOKENS = 20
+JOINED_SEED = 10  # seeds 10, 11, 12 (three samples): every draw of the whole-row runs is decided
+
+
+@pytest.mark.slow
+def test_side_rows_from_the_lowest_perturbed_layer_give_the_whole_rows_tokens(real_lm, monkeypatch):
+    """The five benchmark prompts x 3 seeds: the tokens of side rows fed whole, and logits within rounding."""
+    from playground.prompts import BENCHMARK_PROMPTS
+
+    lowest = min(layer for layer, _ in calibrate_heads(real_lm).heads)  # 25 of 30
+    options = {"seed": JOINED_SEED, "samples": 3, "max_new_tokens": JOINED_TOKENS}
+    gaps, moved = [], []
+    for prompt in BENCHMARK_PROMPTS:
+        with recorded_draws() as margins:  # two numeric paths (3 or 6 rows below the join): decided draws only
+            whole, whole_logits, whole_rows = _decoded(real_lm, monkeypatch, False, prompt, ["phase_slip"], **options)
+        assert_draws_decided(margins)
+        joined, joined_logits, joined_rows = _decoded(real_lm, monkeypatch, True, prompt, ["phase_slip"], **options)
+        assert [s.tokens for s in joined.samples[0]] == [s.tokens for s in whole.samples[0]]
+        assert whole_rows == (0, [6] * real_lm.n_layers)
+        assert joined_rows == (lowest, [3] * lowest + [6] * (real_lm.n_layers - lowest))  # no side row below
+        gaps.append(_largest_gap(whole_logits, joined_logits))
+        moved.append(max(float((p - c).abs().max()) for col in whole_logits for c, p in col))
+    assert max(gaps) < LOGIT_NOISE  # rounding only: other row counts below the join (6.2e-5 measured on AVX2)
+    assert min(moved) > 100 * LOGIT_NOISE  # the control: the perturbation moves the logits far more
+
+
+MIXED_COLUMNS = ["greedy", ColumnSpec("phase_slip", {"heads": "2.1,3.0", "noise_scale": 0.8, "temperature": 0}),
+                 ColumnSpec("adaptive_entropy", {"lookahead": True}),
+                 ColumnSpec("phase_slip", {"heads": "3.1", "noise_scale": 0.8, "temperature": 0}), "temperature"]
+
+
+@pytest.mark.parametrize("record_order_parameter", [True, False])
+def test_side_rows_join_a_batch_with_lookaheads_samples_and_a_long_prompt(tiny_llama, monkeypatch,
+                                                                          record_order_parameter):
+    """Two Phase-Slip columns perturbing from layers 2 and 3, beside greedy, a lookahead and temperature,
+    two samples each, after a prompt longer than the prefill with weights: side rows fed whole give the
+    same tokens and logits."""
+    options = {"seed": 5, "samples": 2, "max_new_tokens": 10, "record_order_parameter": record_order_parameter}
+    prompt = "word " * 150 + PROMPT
+    whole, whole_logits, _ = _decoded(tiny_llama, monkeypatch, False, prompt, MIXED_COLUMNS, **options)
+    joined, joined_logits, (join, rows) = _decoded(tiny_llama, monkeypatch, True, prompt, MIXED_COLUMNS, **options)
+    assert [c.tokens for c in joined.decoding] == [c.tokens for c in whole.decoding]
+    assert _largest_gap(whole_logits, joined_logits) < 1e-5
+    assert join == 2  # the lowest of the side rows' layers: all four side rows join there
+    assert rows == [rows[0]] * 2 + [rows[0] + 4] * 2
+
+
+def test_a_branch_joins_its_side_rows_as_a_run_does(tiny_llama, monkeypatch):
+    from playground.engine import branch_point
+
+    parent = Engine(tiny_llama).run(PROMPT, MIXED_COLUMNS, RunOptions(seed=2, max_new_tokens=6))
+    specs, options, point = branch_point(tiny_llama, parent, column=1, step=3, token=42)
+    options = vars(options)
+    whole, whole_logits, _ = _decoded(tiny_llama, monkeypatch, False, point.prompt, specs, parent=point, **options)
+    joined, joined_logits, _ = _decoded(tiny_llama, monkeypatch, True, point.prompt, specs, parent=point, **options)
+    assert joined.prompt_ids == parent.prompt_ids + parent.columns[1].tokens[:3] + [42]
+    assert [c.tokens for c in joined.decoding] == [c.tokens for c in whole.decoding]
+    assert _largest_gap(whole_logits, joined_logits) < 1e-5
 
 
 def test_noise_zero_gives_the_temperature_tokens_in_the_same_run(real_lm, monkeypatch):

@@ -89,19 +89,18 @@ class _Layer:
         self.keys = torch.arange(rows * n, dtype=torch.float32).view(rows, 1, n, 1).repeat(1, 1, 1, 2)
         self.values = self.keys.clone()
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.keys, self.values = self.keys[indices], self.values[indices]
+
 
 class _Cache:
-    """Two layers of [rows, 1 head, n positions, 2 dims], with DynamicCache's two calls the plan uses."""
+    """Two layers of [rows, 1 head, n positions, 2 dims], with DynamicCache's calls the plan uses."""
 
     def __init__(self, rows: int, n: int):
         self.layers = [_Layer(rows, n), _Layer(rows, n)]
 
     def get_seq_length(self) -> int:
         return self.layers[0].keys.shape[2]
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        for layer in self.layers:
-            layer.keys, layer.values = layer.keys[indices], layer.values[indices]
 
 
 def test_the_row_plan_lays_out_reindexes_and_resyncs_only_the_perturbed_tail():
@@ -126,3 +125,30 @@ def test_the_row_plan_lays_out_reindexes_and_resyncs_only_the_perturbed_tail():
     plan.keep_candidate(3)
     main, sides, cands = plan.roles()
     assert main == {0: 0, 1: 3} and sides == {0: [1]} and cands == {1: [2]}
+
+
+def test_side_rows_joining_at_a_layer_are_held_from_that_layer_on_only():
+    plan = RowPlan(_Cache(rows=1, n=5))
+    rows = plan.next_rows([RowRequest(col=0, source=0, token=7), RowRequest(col=1, source=0, token=9, side_rows=1,
+                                                                           side_layer=1)])
+    plan.move_to(rows)
+    assert [r.kind for r in rows] == ["main", "main", "side"] and plan.join_layer == 1
+    assert [layer.keys.shape[0] for layer in plan.cache.layers] == [2, 3]  # layer 0: no side row
+    fed, join = plan.pass_rows()
+    assert fed == [0, 1] and join.layer == 1 and join.sources.tolist() == [0, 1, 1]  # the side row starts as row 1
+    values = plan.values_of(2)
+    assert values[0].data_ptr() == plan.cache.layers[0].values[1].data_ptr()  # below the join: its clean row's
+    values[1][:, -2:] = -1.0
+    plan.mark_perturbed(2, 2)
+    for layer in plan.cache.layers:  # the forward appends a position to every row each layer holds
+        layer.keys, layer.values = (torch.cat([t, t[:, :, -1:]], 2) for t in (layer.keys, layer.values))
+    kept = plan.next_rows([RowRequest(col=1, source=1, token=4, side_rows=1, side_layer=1)])  # column 0 ended
+    assert [(r.kind, r.source, r.dirty_from) for r in kept] == [("main", 1, None), ("side", 2, 3)]
+    plan.move_to(kept)
+    assert [layer.keys.shape[0] for layer in plan.cache.layers] == [1, 2]
+    assert torch.equal(plan.cache.layers[1].values[1], plan.cache.layers[1].values[0])  # re-synced from its clean row
+    assert plan.pass_rows()[1].sources.tolist() == [0, 0]
+    whole = plan.next_rows([RowRequest(col=1, source=0, token=4, side_rows=1, side_layer=0)])
+    assert whole[1].source == 0  # a join lower than the held side row's: a fresh copy of the clean row
+    plan.move_to(whole)
+    assert [layer.keys.shape[0] for layer in plan.cache.layers] == [2, 2] and plan.pass_rows() == ([0, 1], None)

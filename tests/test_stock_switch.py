@@ -42,7 +42,7 @@ def test_the_switch_reads_the_argument_then_the_environment(monkeypatch):
 
 def test_every_change_is_listed_with_what_it_does_and_why():
     assert [c.name for c in CHANGES] == ["float32 head", "one-call RMS norms", "grouped attention",
-                                         "measured linear kernels", "growing KV cache"]
+                                         "measured linear kernels", "growing KV cache", "side rows from their layer"]
     assert all(c.does and c.why for c in CHANGES)
 
 
@@ -61,6 +61,8 @@ def test_with_the_switch_on_the_model_is_stock_transformers_own(stock_lm, real_l
     assert real_lm.model.config._attn_implementation == "grouped"
     run = compare(stock_lm, PROMPT, ["greedy", "phase_slip"], max_new_tokens=4)
     assert type(run.cache) is DynamicCache and type(run.cache.layers[0]).__name__ == "DynamicLayer"
+    assert not stock_lm.joins_side_rows and real_lm.joins_side_rows
+    assert {layer.keys.shape[0] for layer in run.cache.layers} == {3}  # the side row whole, from the first layer
 
 
 @pytest.mark.slow

@@ -114,6 +114,14 @@ class Sampler:
         """
         return 0
 
+    def side_layer(self) -> int:
+        """The lowest decoder layer where the side rows may differ from the clean row (0: any).
+
+        Below it a side row computes its clean row's states, so the engine may leave it out of the
+        pass there; its cache at those layers is then its clean row's, and ``perturb`` leaves it alone.
+        """
+        return 0
+
     def choose(self, views: list[StepView]) -> tuple[int, dict[str, Any]]:
         """Pick one of the candidates asked for last step, from their rows' outputs."""
         raise NotImplementedError

@@ -171,6 +171,7 @@ class PhaseSlip(Sampler):
         if lm is not None:
             check_against_model(self.settings, lm)
         self.heads: list[Head] = []
+        self._by_layer: dict[int, torch.Tensor] = {}  # perturbed layer -> its KV heads
         self.generator = torch.Generator()
         self.extra: dict[str, Any] = {}
         self._perturbed_positions = 0
@@ -197,6 +198,10 @@ class PhaseSlip(Sampler):
         self.generator = torch.Generator().manual_seed(ctx.seed)  # its own: the column's draws stay untouched
         self._perturbed_positions = 0
         self.extra = self.settings.processors(self.lm, torch.Generator().manual_seed(ctx.seed))  # XTC's own coin
+
+    def side_layer(self) -> int:
+        """The lowest layer with a perturbed head: below it the side row is the clean row."""
+        return min(self._by_layer, default=0)
 
     def perturb(self, values: list[torch.Tensor], n_prompt: int, step: int) -> int:
         """Rotate the eligible heads' Values of the last min(W, generated) positions; return that count."""
