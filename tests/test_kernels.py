@@ -14,7 +14,7 @@ from playground import compare, kernels
 from playground.kernels import KERNELS, MeasuredLinear
 from playground.model_changes import use_measured_kernels
 
-from margins import assert_greedy_decided
+from margins import LOGIT_NOISE, assert_greedy_decided
 
 PROMPT = "The ancient door creaked open"
 AVAILABLE = [k for k in KERNELS if k != "onednn" or kernels.onednn_available()]
@@ -235,5 +235,5 @@ def test_every_kernel_choice_gives_the_same_logits_and_greedy_tokens(real_lm, mo
     assert len(results) == len(AVAILABLE) + 1 + kernels.packed_available()
     assert_greedy_decided(compare(real_lm, PROMPT, ["greedy"], max_new_tokens=32).columns[0].rows)  # no near-tie
     for mode, (logits, tokens) in results.items():
-        assert torch.allclose(logits, results["stock"][0], atol=1e-4), mode
+        assert torch.allclose(logits, results["stock"][0], atol=LOGIT_NOISE), mode  # rounding: 1.5e-4 on AVX2
         assert tokens == results["stock"][1], mode
