@@ -211,10 +211,11 @@ class PhaseSlip(Sampler):
         if width <= 0 or not self._by_layer or self.settings.noise_scale == 0.0:
             return 0
         phi = rotation_angle(self.settings.noise_scale, values[0].shape[-1])
-        for layer, heads in self._by_layer.items():
-            window = values[layer][heads, -width:]  # [h, width, d] (a copy: advanced indexing)
-            noise = torch.randn(window.shape, generator=self.generator, dtype=torch.float64, device="cpu")
-            values[layer][heads, -width:] = rotate_toward(window, phi, noise)
+        windows = [values[layer][heads, -width:] for layer, heads in self._by_layer.items()]  # [h, width, d] copies
+        noise = [torch.randn(w.shape, generator=self.generator, dtype=torch.float64, device="cpu") for w in windows]
+        turned = rotate_toward(torch.cat(windows), phi, torch.cat(noise))  # one call: each vector turns on its own
+        for (layer, heads), window in zip(self._by_layer.items(), turned.split([len(w) for w in windows])):
+            values[layer][heads, -width:] = window
         self._perturbed_positions = width
         return width
 
