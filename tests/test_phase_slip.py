@@ -82,6 +82,19 @@ def test_perturb_rotates_only_eligible_heads_in_the_generated_window(tiny_llama)
             assert torch.allclose(angle_between(old, new), torch.full((3,), phi, dtype=torch.float64), atol=1e-4)
 
 
+def test_one_rotation_call_turns_each_layer_as_a_call_per_layer_would(tiny_llama):
+    sampler = _sampler(tiny_llama, heads="1.0,1.1,3.1", noise_scale=0.5, perturbation_window=3)
+    values = [torch.randn(2, 10, 16) for _ in range(4)]
+    expected = [v.clone() for v in values]
+    generator = torch.Generator().manual_seed(0)  # the sampler's own, seeded with the run seed
+    for layer, heads in ((1, [0, 1]), (3, [1])):  # one draw and one rotation per layer, in layer order
+        window = expected[layer][heads, -3:]
+        noise = torch.randn(window.shape, generator=generator, dtype=torch.float64)
+        expected[layer][heads, -3:] = rotate_toward(window, rotation_angle(0.5, 16), noise)
+    assert sampler.perturb(values, n_prompt=5, step=6) == 3
+    assert all(torch.equal(v, e) for v, e in zip(values, expected))
+
+
 def test_perturb_never_touches_the_prompt(tiny_llama):
     sampler = _sampler(tiny_llama, calibrate=False, search_layers=4, noise_scale=0.5, perturbation_window=12)
     values = [torch.randn(2, 9, 16) for _ in range(4)]
