@@ -496,6 +496,9 @@ def test_why_this_token_and_where_the_columns_part_as_a_user_would(browser, serv
         assert shown.nth(i).bounding_box()["width"] <= 390
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#pg-why").screenshot(path=str(ARTIFACTS / "why-phone.png"))
+    # Gradio's run history would copy every call's inputs and outputs (MBs a run) into localStorage on each event
+    saved = page.evaluate("Object.keys(localStorage).filter((k) => k.startsWith('gradio:run-history'))")
+    assert saved == [], saved
     page.close()
 
 

@@ -253,5 +253,6 @@ def launch(**kwargs: Any) -> gr.Blocks:
         print(f"warning: {exc}")
     demo = build_app()
     demo.queue(default_concurrency_limit=concurrency(), max_size=queue_size())
+    kwargs.setdefault("run_history", False)  # Gradio's copy of every call in localStorage: MBs a run; share links do this
     demo.launch(theme=gr.themes.Soft(primary_hue="indigo"), css_paths=[ASSETS / "playground.css"], **kwargs)
     return demo
