@@ -173,6 +173,7 @@ class Run:
     elapsed_s: float = 0.0
     done: bool = False
     stopped: bool = False
+    waiting: str = ""  # why its rows wait to join the shared batch (shared_loop.py); empty: they do not
     # the decoding's own state (not exported)
     prompt_tensor: torch.Tensor | None = field(default=None, repr=False)  # prompt_ids on the model's device
     need_attn: bool = False  # passes return attention weights (R, or a sampler that reads them)
