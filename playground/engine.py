@@ -145,10 +145,10 @@ class Engine:
             yield run
 
     def run(self, prompt: str, samplers: list[str | ColumnSpec], options: RunOptions | None = None,
-            stop: StopSignal | None = None, parent: Parent | None = None) -> Run:
-        """Run to the end and return the finished Run."""
+            stop: StopSignal | None = None, parent: Parent | None = None, shared: bool = False) -> Run:
+        """Run to the end and return the finished Run (``shared``: as ``stream``'s)."""
         run = None
-        for run in self.stream(prompt, samplers, options, stop, parent):
+        for run in self.stream(prompt, samplers, options, stop, parent, shared):
             pass
         return run
 

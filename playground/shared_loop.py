@@ -10,7 +10,7 @@
     join       a joining run's prefilled cache is padded and concatenated once; a run that ends or is
                stopped makes no more requests, so the next re-index drops its rows, and the padding
                every remaining row has is trimmed
-    bound      at most ``max_rows()`` main and side rows ($PLAYGROUND_MAX_ROWS): a run that does not
+    bound      at most ``max_rows()`` main and side rows ($PLAYGROUND_SHARED_ROWS): a run that does not
                fit waits, first come first served, and says so (``Run.waiting``)
     stepping   a member's stream yields its Run after each of its steps; the loop takes its next step
                once every member's stream has asked for it, as a solo stream is stepped
@@ -21,7 +21,6 @@ and every statistic is read on its own positions (attention rows without the pad
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
-from .errors import PlaygroundError
+from .inputs import positive_env_int
 from .model_changes import GROUPED_MODEL_TYPES
 from .models import LoadedModel
 from .rows import Row, RowPlan
@@ -38,8 +37,10 @@ from .runs import Run
 if TYPE_CHECKING:
     from .engine import Engine, StopSignal
 
-MAX_ROWS_VARIABLE = "PLAYGROUND_MAX_ROWS"
-DEFAULT_MAX_ROWS = 64  # eight sessions of the page's four columns, their side rows, and room to spare
+SHARED_ROWS_VARIABLE = "PLAYGROUND_SHARED_ROWS"
+# main and side rows in one pass: eight sessions of the page's four columns (five rows each) with room
+# to spare on a CPU; a GPU's pass costs little more for more rows
+DEFAULT_SHARED_ROWS = {"cpu": 64, "gpu": 512}
 COLUMN_SPAN = 1 << 16  # member m's column c is column m * COLUMN_SPAN + c of the shared plan
 # decoder loops that take a 2-D padding mask and per-row position ids over a DynamicCache (stock Llama's);
 # other models (PhaseGPT, whose oscillator sums live in its own cache) decode alone
@@ -47,14 +48,10 @@ SHARED_MODEL_TYPES = GROUPED_MODEL_TYPES
 WAITING_NOTE = "waiting for room in the shared batch"
 
 
-def max_rows() -> int:
-    """The most main and side rows the shared batch holds ($PLAYGROUND_MAX_ROWS; unset: 64)."""
-    raw = os.environ.get(MAX_ROWS_VARIABLE, "").strip()
-    if not raw:
-        return DEFAULT_MAX_ROWS
-    if not raw.isdigit() or int(raw) < 1:
-        raise PlaygroundError(f"{MAX_ROWS_VARIABLE} must be a positive integer, got {raw!r}")
-    return int(raw)
+def max_rows(device_type: str) -> int:
+    """The most main and side rows the shared batch holds: $PLAYGROUND_SHARED_ROWS, else the device's default."""
+    bound = positive_env_int(SHARED_ROWS_VARIABLE)
+    return bound if bound is not None else DEFAULT_SHARED_ROWS["cpu" if device_type == "cpu" else "gpu"]
 
 
 def shares_loop(lm: LoadedModel) -> bool:
@@ -231,13 +228,16 @@ class SharedLoop:
         self.changed = threading.Condition()  # guards members, waiting and every Member's counters
         self.thread: threading.Thread | None = None
         self.joined = 0  # members so far: each one's ident
+        self.bound = max_rows(lm.device.type)  # rows the batch holds at most (read as each run comes)
         self.step_seconds: list[tuple[int, float]] = []  # (rows, seconds) of recent steps (bench speed reads it)
 
     def decode(self, engine: Engine, run: Run, stop: StopSignal | None, t0: float) -> Iterator[Run]:
         """The run's steps in the shared batch (its prefill done): yields it after each of its steps."""
         if all(c.done for c in run.decoding):
             return
+        bound = max_rows(self.lm.device.type)  # a bad setting is this caller's error, not the loop's
         with self.changed:
+            self.bound = bound
             member = Member(run=run, stop=stop, ident=self.joined, t0=t0, rows=run_rows(run))
             self.joined += 1
             self.waiting.append(member)
@@ -269,7 +269,7 @@ class SharedLoop:
 
     def _fits(self, member: Member) -> bool:
         """Room for ``member``'s rows (an empty batch takes any run, so none waits for ever)."""
-        return not self.batch.members or self.batch.rows + member.rows <= max_rows()
+        return not self.batch.members or self.batch.rows + member.rows <= self.bound
 
     def _ready(self) -> bool:
         """Every member's stream has followed the last step, or the batch has someone to admit or let go."""

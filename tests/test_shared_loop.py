@@ -8,7 +8,8 @@ from typing import Callable
 import pytest
 
 from playground.engine import ColumnSpec, Engine, RunOptions
-from playground.shared_loop import MAX_ROWS_VARIABLE, WAITING_NOTE, run_rows, shared_loop_of
+from playground.models import PHASEGPT_MODEL, load_model
+from playground.shared_loop import SHARED_ROWS_VARIABLE, WAITING_NOTE, run_rows, shared_loop_of, shares_loop
 
 PHASE_SLIP = ColumnSpec("phase_slip", {"heads": "2.1,3.0", "noise_scale": 0.8, "perturbation_window": 4})
 LONG = ("The old lighthouse keeper climbed the stairs one last time, and the lamp",
@@ -126,7 +127,7 @@ def test_a_run_over_the_row_bound_waits_then_runs(tiny_llama, monkeypatch):
     first = ("The ancient door creaked open", ["greedy", "temperature"], RunOptions(seed=1, max_new_tokens=12))
     second = ("Hello world", ["temperature", "greedy"], RunOptions(seed=6, max_new_tokens=8))
     solo = [tokens(Engine(tiny_llama).run(*first)), tokens(Engine(tiny_llama).run(*second))]
-    monkeypatch.setenv(MAX_ROWS_VARIABLE, "3")
+    monkeypatch.setenv(SHARED_ROWS_VARIABLE, "3")
     later, start_second = _start_later(tiny_llama, second)
     seen_waiting = []
 
@@ -162,3 +163,28 @@ def test_a_closed_stream_leaves_the_batch(tiny_llama):
     session = Session(tiny_llama, second)
     session.start()
     assert tokens(session.result()) == solo
+
+
+def test_a_model_that_cannot_share_decodes_alone_with_the_same_tokens(tiny_gpt2):
+    args = ("Once upon a time", ["greedy", "temperature"], RunOptions(seed=5, max_new_tokens=6))
+    assert not shares_loop(tiny_gpt2)
+    shared = Engine(tiny_gpt2).run(*args, shared=True)
+    assert tokens(shared) == tokens(Engine(tiny_gpt2).run(*args))
+    assert shared.cache.layers[0].keys.shape[0] == 2  # its own cache: its two rows alone
+    assert not shares_loop(load_model(PHASEGPT_MODEL))  # its oscillator sums live in its own cache
+
+
+def test_zero_gpu_decodes_alone_and_keeps_its_concurrency(monkeypatch):
+    from playground.ui import backend, page
+
+    monkeypatch.delenv("PLAYGROUND_CONCURRENCY", raising=False)
+    assert backend.shared_decoding() and page.concurrency() == page.DEFAULT_CONCURRENCY
+    monkeypatch.setattr(backend, "on_zero_gpu", lambda: True)
+    monkeypatch.setattr(page, "on_zero_gpu", lambda: True)
+    assert not backend.shared_decoding() and page.concurrency() == page.ZERO_GPU_CONCURRENCY
+
+
+def test_direct_runs_through_the_loop_give_the_solo_tokens(tiny_llama):
+    args = ("The ancient door creaked open", ["greedy", PHASE_SLIP, "adaptive_entropy"],
+            RunOptions(seed=9, max_new_tokens=8, samples=2))
+    assert tokens(Engine(tiny_llama).run(*args, shared=True)) == tokens(Engine(tiny_llama).run(*args))
