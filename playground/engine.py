@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator
 
 import torch
 
@@ -44,9 +44,9 @@ from .columns import MAX_COLUMNS, ColumnSpec, check_columns, column_from_dict, c
 from .draw import draw
 from .inputs import prompt_ids
 from .model_changes import SideRowJoin
-from .models import LoadedModel
+from .models import LoadedModel, last_attention_rows
 from .rows import Row, RowPlan, RowRequest
-from .runs import CleanStep, Column, Parent, Run, RunOptions, StepRecord, describe_branch
+from .runs import CleanStep, Column, Parent, Run, RunOptions, StepRecord, StopSignal, describe_branch
 from .samples import check_samples, decoded_once
 from .shared_loop import shared_loop_of, shares_loop
 from .samplers import Decision, PlaygroundError, RunContext, StepView, make_settings, sampler_class
@@ -60,17 +60,6 @@ WEIGHTED_PREFILL_TOKENS = 128  # a prompt up to this long goes in with its atten
 __all__ = ["MAX_COLUMNS", "MAX_NEW_TOKENS", "CleanStep", "Column", "ColumnSpec", "Engine", "Parent", "Run",
            "RunOptions", "StepRecord", "branch", "branch_point", "check_options", "describe_branch", "compare", "draw",
            "parse_columns"]
-
-
-def last_attention_rows(out: Any) -> torch.Tensor:
-    """A pass's attention rows of its last position: [rows, layers, heads, kv positions]."""
-    return torch.stack([a[:, :, -1, :] for a in out.attentions], 1)
-
-
-class StopSignal(Protocol):
-    """What ``stop`` may be: a threading.Event, or the page's StopFlag that other processes can set."""
-
-    def is_set(self) -> bool: ...
 
 
 def parse_columns(samplers: list[str | ColumnSpec]) -> list[ColumnSpec]:

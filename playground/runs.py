@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -30,6 +30,12 @@ from .rows import RowPlan
 from .samplers import Sampler
 from .telemetry import DistributionStats, TokenRow
 from .traces import ChainTrace, RunTraces
+
+
+class StopSignal(Protocol):
+    """What ``stop`` may be: a threading.Event, or the page's StopFlag that other processes can set."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass

@@ -24,18 +24,15 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Iterator, Protocol
 
 import torch
 
 from .inputs import positive_env_int
 from .model_changes import GROUPED_MODEL_TYPES
-from .models import LoadedModel
-from .rows import Row, RowPlan
-from .runs import Run
-
-if TYPE_CHECKING:
-    from .engine import Engine, StopSignal
+from .models import LoadedModel, last_attention_rows
+from .rows import Row, RowPlan, RowRequest
+from .runs import Column, Run, StopSignal
 
 SHARED_ROWS_VARIABLE = "PLAYGROUND_SHARED_ROWS"
 # main and side rows in one pass: eight sessions of the page's four columns (five rows each) with room
@@ -57,6 +54,21 @@ def max_rows(device_type: str) -> int:
 def shares_loop(lm: LoadedModel) -> bool:
     """Whether ``lm``'s runs may share one batch (else each decodes alone)."""
     return getattr(lm.model.config, "model_type", None) in SHARED_MODEL_TYPES and not lm.oscillator_layers
+
+
+class Engine(Protocol):
+    """The parts of ``engine.Engine`` the loop runs (engine.py imports this module, not the other way)."""
+
+    lm: LoadedModel
+
+    def row_requests(self, run: Run, main: dict[int, int], offset: int = 0,
+                     first_row: int = 0) -> list[RowRequest]: ...
+
+    def perturb_side_row(self, run: Run, plan: RowPlan, row: int, col: Column, first: int = 0) -> None: ...
+
+    def after_pass(self, run: Run, logits: torch.Tensor, attn: torch.Tensor | None, t_step: float) -> None: ...
+
+    def stop(self, run: Run) -> None: ...
 
 
 def run_rows(run: Run) -> int:
@@ -192,7 +204,7 @@ class SharedBatch:
         out, plan.cache = lm.forward(tokens, plan.cache, side_rows, output_attentions=need_attn, logits_to_keep=1,
                                      attention_mask=mask, position_ids=(length - pads)[:, None])
         logits = out.logits[:, -1, :].float()
-        attn = engine_attention_rows(out) if need_attn else None
+        attn = last_attention_rows(out) if need_attn else None
         for m in list(self.members):
             self._after_pass(engine, m, rows, logits, attn, t_step)
 
@@ -210,12 +222,6 @@ class SharedBatch:
             shared.kind = own.kind  # a lookahead's chosen candidate continues as its column's main row
         m.run.elapsed_s = time.perf_counter() - m.t0
         m.steps += 1
-
-
-def engine_attention_rows(out: Any) -> torch.Tensor:
-    from .engine import last_attention_rows  # engine.py imports this module
-
-    return last_attention_rows(out)
 
 
 class SharedLoop:
