@@ -3,6 +3,10 @@
     prompt -> tokens -> prefill once -> per step: plan the rows, one forward over all rows
            -> each sampler decides from its rows -> one telemetry row per token
 
+Shared loop. ``stream(..., shared=True)`` prefills the run alone, then steps it in the model's
+shared loop with every other such run (shared_loop.py): one pass a step over all their rows, each
+run deciding from its own rows with this module's code (``row_requests``, ``after_pass``).
+
 State. Everything one decoding owns (columns, options, prompt tensor, the row plan and its KV
 cache) lives on its ``Run`` (runs.py); the Engine is the model and this loop's code. The model
 is locked per block between two yields, and each pass asks for the attention it needs, so runs
