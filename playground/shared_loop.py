@@ -283,39 +283,54 @@ class SharedLoop:
             or any(m.abandoned for m in self.batch.members + self.waiting)
 
     def _serve(self, engine: Engine) -> None:
+        """Step the batch while it has runs; then the thread ends (the next run starts another)."""
         while True:
-            with self.changed:
-                self.changed.wait_for(lambda: self._ready() or not (self.batch.members or self.waiting))
-                if not (self.batch.members or self.waiting):
-                    self.thread = None
-                    break
-                self._let_go(engine)
-                if not all(m.seen == m.steps for m in self.batch.members):
-                    continue
-                self._admit()
-                if not self.batch.members:
-                    continue
-            t0 = time.perf_counter()
             try:
+                with self.changed:
+                    if not self._next_step(engine):
+                        if self.batch.members or self.waiting:
+                            continue
+                        self.thread = None
+                        break
+                t0 = time.perf_counter()
                 with self.lm.lock, torch.inference_mode():
                     self.batch.step(engine)
+                with self.changed:
+                    self._after_step(time.perf_counter() - t0)
             except BaseException as exc:  # noqa: BLE001  (the pass itself failed: every member's stream raises it)
                 with self.changed:
-                    for m in list(self.batch.members):
-                        m.error = exc
-                        self.batch.leave(m)
-                    self.changed.notify_all()
-                continue
-            with self.changed:
-                self.step_seconds = [*self.step_seconds[-255:], (self.batch.rows, time.perf_counter() - t0)]
-                for m in list(self.batch.members):
-                    if m.error is not None or all(c.done for c in m.run.decoding):
-                        self.batch.leave(m)
-                for m in self.batch.members:
-                    m.rows = run_rows(m.run)
-                self.changed.notify_all()
+                    self._fail_all(exc)
         with self.lm.lock:  # the model at rest keeps the attention that returns weights
             self.lm.rest_attention()
+
+    def _next_step(self, engine: Engine) -> bool:
+        """Wait until every member's stream has followed the last step; let go, admit; True: step now."""
+        self.changed.wait_for(lambda: self._ready() or not (self.batch.members or self.waiting))
+        self._let_go(engine)
+        if not all(m.seen == m.steps for m in self.batch.members):
+            return False
+        self._admit()
+        return bool(self.batch.members)
+
+    def _after_step(self, seconds: float) -> None:
+        """Record the step; runs whose columns all ended (or whose sampler code failed) leave."""
+        self.step_seconds = [*self.step_seconds[-255:], (self.batch.rows, seconds)]
+        for m in list(self.batch.members):
+            if m.error is not None or all(c.done for c in m.run.decoding):
+                self.batch.leave(m)
+        for m in self.batch.members:
+            m.rows = run_rows(m.run)
+        self.changed.notify_all()
+
+    def _fail_all(self, exc: BaseException) -> None:
+        """Every member and waiting run ends with ``exc``; the batch starts empty."""
+        for m in [*self.batch.members, *self.waiting]:
+            m.error, m.ended = exc, True
+            if m.view is not None:
+                m.view.cache = None
+        self.batch = SharedBatch(capacity=self.lm.max_context)
+        self.waiting = []
+        self.changed.notify_all()
 
     def _let_go(self, engine: Engine) -> None:
         """Members whose stream was closed leave; a stopped one ends as "stopped" (within one step)."""

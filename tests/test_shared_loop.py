@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import pytest
 
 from playground.engine import ColumnSpec, Engine, RunOptions
 from playground.models import PHASEGPT_MODEL, load_model
+from playground.samplers import SAMPLERS, Decision, Sampler, StepView
 from playground.shared_loop import SHARED_ROWS_VARIABLE, WAITING_NOTE, run_rows, shared_loop_of, shares_loop
 
 PHASE_SLIP = ColumnSpec("phase_slip", {"heads": "2.1,3.0", "noise_scale": 0.8, "perturbation_window": 4})
@@ -188,3 +190,43 @@ def test_direct_runs_through_the_loop_give_the_solo_tokens(tiny_llama):
     args = ("The ancient door creaked open", ["greedy", PHASE_SLIP, "adaptive_entropy"],
             RunOptions(seed=9, max_new_tokens=8, samples=2))
     assert tokens(Engine(tiny_llama).run(*args, shared=True)) == tokens(Engine(tiny_llama).run(*args))
+
+
+class _FailsAtStep3(Sampler):
+    """Greedy until its fourth token, then its decision fails."""
+
+    name = "fails_at_step_3"
+
+    @dataclass
+    class Settings:
+        pass
+
+    def decide(self, view: StepView) -> Decision:
+        if view.step == 3:
+            raise RuntimeError("this sampler fails at step 3")
+        return Decision(token=int(view.logits.argmax()), params={})
+
+
+def test_a_run_whose_sampler_fails_raises_and_the_other_goes_on(tiny_llama, monkeypatch):
+    monkeypatch.setitem(SAMPLERS, _FailsAtStep3.name, _FailsAtStep3)
+    second = ("Hello world", ["temperature", "greedy"], RunOptions(seed=6, max_new_tokens=10))
+    solo = tokens(Engine(tiny_llama).run(*second))
+    later, start_second = _start_later(tiny_llama, second)
+    failing = Session(tiny_llama, ("Once upon a time", ["fails_at_step_3"], RunOptions(max_new_tokens=10)),
+                      at_step={1: start_second})
+    failing.start()
+    with pytest.raises(RuntimeError, match="fails at step 3"):
+        failing.result()
+    assert tokens(later[0].result()) == solo
+
+
+def test_the_status_line_says_a_run_waits_for_room():
+    from types import SimpleNamespace
+
+    from playground.ui.render import run_status
+
+    run = SimpleNamespace(columns=[], step=0, elapsed_s=0.1, options=RunOptions(max_new_tokens=48),
+                          waiting=WAITING_NOTE)
+    assert 'data-state="waiting"' in run_status(run, "running") and WAITING_NOTE in run_status(run, "running")
+    run.waiting = ""
+    assert 'data-state="running"' in run_status(run, "running")
