@@ -80,6 +80,7 @@ def run_rows_at_start(lm, args) -> int:
     return run_rows(engine.start(*args))
 
 
+@pytest.mark.slow
 def test_two_runs_five_steps_apart_give_their_solo_tokens_on_the_default_model(real_lm):
     solo, shared, _ = _two_runs_five_steps_apart(real_lm, LONG, SHORT)
     assert shared == solo
