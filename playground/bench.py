@@ -259,6 +259,7 @@ def sessions8_vs_one(engine: Engine, args) -> dict[str, Any]:
     from .shared_loop import shared_loop_of
 
     four, tokens = four_columns(), min(args.tokens, PAGE_TOKENS)
+    concurrent_sessions(engine, four, 2, 2, args.seed)  # the first shared passes' one-time costs, before any clock
     samples = interleaved({"one": lambda: concurrent_sessions(engine, four, 1, tokens, args.seed),
                            "eight": lambda: concurrent_sessions(engine, four, SESSIONS, tokens, args.seed)},
                           args.repeats)
