@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -221,6 +222,59 @@ def samples16_vs_one(engine: Engine, args) -> dict[str, Any]:
     return {"samples16_vs_one": round(step["sixteen"] / step["one"], 3),
             "samples16_step_ms": round(step["sixteen"] * 1000, 1), "samples1_step_ms": round(step["one"] * 1000, 1),
             "samples16_forward_share": round(forward["sixteen"], 3), "samples1_forward_share": round(forward["one"], 3)}
+
+
+PAGE_TOKENS = 48  # the page's default max_new_tokens
+SESSIONS = 8
+SHARED_STEP_ROWS = (8, 16, 32)
+
+
+def concurrent_sessions(engine: Engine, specs: list[ColumnSpec], sessions: int, tokens: int, seed: int) -> int:
+    """``sessions`` runs of ``specs`` at once, each in its own thread through the page's path (a BackgroundRun
+    over ``Engine.stream(shared=True)``: the prefill in its thread, the steps in the model's shared loop);
+    returns the tokens decoded."""
+    from .prompts import BENCHMARK_PROMPTS
+    from .ui.sessions import BackgroundRun
+
+    finished: list[Any] = [None] * sessions
+
+    def session(i: int) -> None:
+        prompt = BENCHMARK_PROMPTS[i % len(BENCHMARK_PROMPTS)] + " " * (i // len(BENCHMARK_PROMPTS))
+        options = RunOptions(seed=seed + i, max_new_tokens=tokens)
+        finished[i] = BackgroundRun(engine.stream(prompt, specs, options, shared=True)).result()
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(sessions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(len(c.tokens) for run in finished for c in run.decoding)
+
+
+@speed_measure
+def sessions8_vs_one(engine: Engine, args) -> dict[str, Any]:
+    """Wall time of eight concurrent sessions of the page's default run (the four columns, 48 tokens or
+    ``--tokens`` if fewer, one prompt each) over one such session alone, both through the page's path; and
+    the shared batch's step time at 8, 16 and 32 rows (2, 4 and 8 sessions of four temperature columns)."""
+    from .shared_loop import shared_loop_of
+
+    four, tokens = four_columns(), min(args.tokens, PAGE_TOKENS)
+    concurrent_sessions(engine, four, 2, 2, args.seed)  # the first shared passes' one-time costs, before any clock
+    samples = interleaved({"one": lambda: concurrent_sessions(engine, four, 1, tokens, args.seed),
+                           "eight": lambda: concurrent_sessions(engine, four, SESSIONS, tokens, args.seed)},
+                          args.repeats)
+    wall = {k: min(t for t, _ in v) for k, v in samples.items()}
+    result: dict[str, Any] = {"sessions8_vs_one": round(wall["eight"] / wall["one"], 3),
+                              "sessions8_wall_s": round(wall["eight"], 2), "sessions1_wall_s": round(wall["one"], 2)}
+    loop, temperature = shared_loop_of(engine.lm), [ColumnSpec("temperature")] * 4
+    for rows in SHARED_STEP_ROWS:
+        steps: list[float] = []
+        for _ in range(args.repeats):
+            loop.step_seconds = []
+            concurrent_sessions(engine, temperature, rows // len(temperature), tokens, args.seed)
+            steps += [seconds for held, seconds in loop.step_seconds if held == rows]
+        result[f"shared_step_ms_{rows}"] = round(min(steps) * 1000, 1) if steps else None
+    return result
 
 
 @speed_measure

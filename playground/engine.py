@@ -3,6 +3,10 @@
     prompt -> tokens -> prefill once -> per step: plan the rows, one forward over all rows
            -> each sampler decides from its rows -> one telemetry row per token
 
+Shared loop. ``stream(..., shared=True)`` prefills the run alone, then steps it in the model's
+shared loop with every other such run (shared_loop.py): one pass a step over all their rows, each
+run deciding from its own rows with this module's code (``row_requests``, ``after_pass``).
+
 State. Everything one decoding owns (columns, options, prompt tensor, the row plan and its KV
 cache) lives on its ``Run`` (runs.py); the Engine is the model and this loop's code. The model
 is locked per block between two yields, and each pass asks for the attention it needs, so runs
@@ -35,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator
 
 import torch
 
@@ -44,10 +48,11 @@ from .columns import MAX_COLUMNS, ColumnSpec, check_columns, column_from_dict, c
 from .draw import draw
 from .inputs import prompt_ids
 from .model_changes import SideRowJoin
-from .models import LoadedModel
+from .models import LoadedModel, last_attention_rows
 from .rows import Row, RowPlan, RowRequest
-from .runs import CleanStep, Column, Parent, Run, RunOptions, StepRecord, describe_branch
+from .runs import CleanStep, Column, Parent, Run, RunOptions, StepRecord, StopSignal, describe_branch
 from .samples import check_samples, decoded_once
+from .shared_loop import shared_loop_of, shares_loop
 from .samplers import Decision, PlaygroundError, RunContext, StepView, make_settings, sampler_class
 from .samplers.base import Stage, point_mass
 from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, sampler_view, top_alternatives
@@ -59,12 +64,6 @@ WEIGHTED_PREFILL_TOKENS = 128  # a prompt up to this long goes in with its atten
 __all__ = ["MAX_COLUMNS", "MAX_NEW_TOKENS", "CleanStep", "Column", "ColumnSpec", "Engine", "Parent", "Run",
            "RunOptions", "StepRecord", "branch", "branch_point", "check_options", "describe_branch", "compare", "draw",
            "parse_columns"]
-
-
-class StopSignal(Protocol):
-    """What ``stop`` may be: a threading.Event, or the page's StopFlag that other processes can set."""
-
-    def is_set(self) -> bool: ...
 
 
 def parse_columns(samplers: list[str | ColumnSpec]) -> list[ColumnSpec]:
@@ -104,32 +103,45 @@ class Engine:
 
     # ---- the loop -----------------------------------------------------------------------
     def stream(self, prompt: str, samplers: list[str | ColumnSpec], options: RunOptions | None = None,
-               stop: StopSignal | None = None, parent: Parent | None = None) -> Iterator[Run]:
-        """Yield the Run after the prefill and after every step. ``parent``: a branch (see ``branch``)."""
+               stop: StopSignal | None = None, parent: Parent | None = None, shared: bool = False) -> Iterator[Run]:
+        """Yield the Run after the prefill and after every step. ``parent``: a branch (see ``branch``).
+
+        ``shared``: after its prefill the run decodes in the model's shared loop, beside other
+        sessions' runs (shared_loop.py; a model that cannot share one decodes alone); the same tokens.
+        """
         run = self.start(prompt, samplers, options, parent)
         t0 = time.perf_counter()
+        alone = not (shared and shares_loop(self.lm))
         try:
             self.prefill(run)
             run.elapsed_s = time.perf_counter() - t0
             yield run
-            while not all(c.done for c in run.decoding):
-                if stop is not None and stop.is_set():
-                    self.stop(run)
-                    break
-                self.step(run)
-                run.elapsed_s = time.perf_counter() - t0
-                yield run
+            if alone:
+                yield from self._decode_alone(run, stop, t0)
+            else:
+                yield from shared_loop_of(self.lm).decode(self, run, stop, t0)
         finally:
-            with self.lm.lock:  # the model at rest keeps the attention that returns weights
-                self.lm.rest_attention()
+            if alone:
+                with self.lm.lock:  # the model at rest keeps the attention that returns weights
+                    self.lm.rest_attention()
         run.done = True
         yield run
 
+    def _decode_alone(self, run: Run, stop: StopSignal | None, t0: float) -> Iterator[Run]:
+        """Step the run in passes of its own until every column ends or ``stop`` is set."""
+        while not all(c.done for c in run.decoding):
+            if stop is not None and stop.is_set():
+                self.stop(run)
+                break
+            self.step(run)
+            run.elapsed_s = time.perf_counter() - t0
+            yield run
+
     def run(self, prompt: str, samplers: list[str | ColumnSpec], options: RunOptions | None = None,
-            stop: StopSignal | None = None, parent: Parent | None = None) -> Run:
-        """Run to the end and return the finished Run."""
+            stop: StopSignal | None = None, parent: Parent | None = None, shared: bool = False) -> Run:
+        """Run to the end and return the finished Run (``shared``: as ``stream``'s)."""
         run = None
-        for run in self.stream(prompt, samplers, options, stop, parent):
+        for run in self.stream(prompt, samplers, options, stop, parent, shared):
             pass
         return run
 
@@ -167,9 +179,13 @@ class Engine:
             t_step = time.perf_counter()
             rows = self._arrange_rows(run)
             logits, attn = self._forward(run, rows)
-            main, sides = self._resolve(run, logits, attn, t_step)
-            self._decide_all(run, main, sides, logits, attn, (time.perf_counter() - t_step) * 1000)
-            run.step += 1
+            self.after_pass(run, logits, attn, t_step)
+
+    def after_pass(self, run: Run, logits: torch.Tensor, attn: torch.Tensor | None, t_step: float) -> None:
+        """A step's pass is done (``logits``/``attn``: the run's rows, in its plan's layout): each column's token."""
+        main, sides = self._resolve(run, logits, attn, t_step)
+        self._decide_all(run, main, sides, logits, attn, (time.perf_counter() - t_step) * 1000)
+        run.step += 1
 
     def stop(self, run: Run) -> None:
         """End every running column (every sample) as "stopped"."""
@@ -220,18 +236,28 @@ class Engine:
     def _arrange_rows(self, run: Run) -> list[Row]:
         """Lay out the next pass's rows, bring the cache to them, and let samplers perturb their side rows."""
         main, _, _ = run.plan.roles()  # after the prefill every column continues its one row
-        requests = [RowRequest(col=c, source=main.get(c, 0), token=col.tokens[-1] if col.tokens else -1,
-                               side_rows=col.sampler.extra_rows,
-                               candidates=col.lookahead.candidates if col.lookahead else None,
-                               side_layer=col.sampler.side_layer() if self.lm.joins_side_rows else 0)
-                    for c, col in enumerate(run.decoding) if not col.done]
-        rows = run.plan.next_rows(requests)
+        rows = run.plan.next_rows(self.row_requests(run, main))
         run.plan.move_to(rows)
         for i in run.plan.side_rows():
-            col = run.decoding[rows[i].col]
-            changed = col.sampler.perturb(run.plan.values_of(i), run.n_prompt, len(col.tokens))
-            run.plan.mark_perturbed(i, changed)
+            self.perturb_side_row(run, run.plan, i, run.decoding[rows[i].col])
         return rows
+
+    def row_requests(self, run: Run, main: dict[int, int], offset: int = 0, first_row: int = 0) -> list[RowRequest]:
+        """What each running column feeds the next pass, its columns numbered from ``offset``; a column
+        with no main row yet continues row ``first_row`` (the prefill's)."""
+        return [RowRequest(col=offset + c, source=main.get(offset + c, first_row),
+                           token=col.tokens[-1] if col.tokens else -1, side_rows=col.sampler.extra_rows,
+                           candidates=col.lookahead.candidates if col.lookahead else None,
+                           side_layer=col.sampler.side_layer() if self.lm.joins_side_rows else 0)
+                for c, col in enumerate(run.decoding) if not col.done]
+
+    @staticmethod
+    def perturb_side_row(run: Run, plan: RowPlan, row: int, col: Column, first: int = 0) -> None:
+        """Let ``col``'s sampler perturb side row ``row`` of ``plan``, on its positions from ``first`` on
+        (before ``first``: a shared cache's padding, which no sampler may touch)."""
+        values = plan.values_of(row)
+        values = [v[:, first:] for v in values] if first else values
+        plan.mark_perturbed(row, col.sampler.perturb(values, run.n_prompt, len(col.tokens)))
 
     def _forward(self, run: Run, rows: list[Row]):
         fed, side_rows = run.plan.pass_rows()  # side rows join at their layer: not fed
@@ -244,7 +270,7 @@ class Engine:
         self.lm.use_attention(weights=run.need_attn)  # no weights wanted: sdpa, which never materialises them
         out, run.plan.cache = self.lm.forward(tokens, run.plan.cache, side_rows, output_attentions=run.need_attn,
                                               logits_to_keep=1)
-        attn = torch.stack([a[:, :, -1, :] for a in out.attentions], 1) if run.need_attn else None
+        attn = last_attention_rows(out) if run.need_attn else None
         own = out.get("oscillator_order_parameter")  # a model with oscillators (PhaseGPT) reports their own R
         run.plan.own_order_parameter = own[:, -1] if own is not None else None
         return out.logits[:, -1, :].float(), attn

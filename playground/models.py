@@ -181,6 +181,11 @@ class LoadedModel:
         return self.tokenizer(prompt).input_ids
 
 
+def last_attention_rows(out: Any) -> torch.Tensor:
+    """A pass's attention weights of its last position: [rows, layers, heads, kv positions]."""
+    return torch.stack([a[:, :, -1, :] for a in out.attentions], 1)
+
+
 def _from_pretrained(source: Any, name: str, device: torch.device, dtype: torch.dtype,
                      stock: bool) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -30,6 +30,12 @@ from .rows import RowPlan
 from .samplers import Sampler
 from .telemetry import DistributionStats, TokenRow
 from .traces import ChainTrace, RunTraces
+
+
+class StopSignal(Protocol):
+    """What ``stop`` may be: a threading.Event, or the page's StopFlag that other processes can set."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass
@@ -173,6 +179,7 @@ class Run:
     elapsed_s: float = 0.0
     done: bool = False
     stopped: bool = False
+    waiting: str = ""  # why its rows wait to join the shared batch (shared_loop.py); empty: they do not
     # the decoding's own state (not exported)
     prompt_tensor: torch.Tensor | None = field(default=None, repr=False)  # prompt_ids on the model's device
     need_attn: bool = False  # passes return attention weights (R, or a sampler that reads them)

@@ -6,7 +6,7 @@
                      model_args, models, phasegpt.model and phasegpt.causal_lm (the shipped PhaseGPT)
     samplers         samplers/*, calibration, columns, traces, divergence   (a sampler knows only its
                      StepView/Decision contract; a trace reads the stages a Decision lists)
-    engine           rows, runs, engine
+    engine           rows, runs, shared_loop, engine
     front ends       facades, cli, explain, bench, bench_quality, kuramoto_report, phasegpt/*, ui/*, the package itself
 
 A module may import its own layer and the layers below it. Every import counts, those inside
@@ -27,7 +27,7 @@ LAYERS = [
     ("models", {"attention", "cache", "kernels", "norms", "model_changes", "model_source", "devices", "baseline",
                 "model_args", "models", "phasegpt.model", "phasegpt.causal_lm"}),
     ("samplers", {"samplers", "calibration", "columns", "traces", "divergence"}),
-    ("engine", {"rows", "runs", "engine"}),
+    ("engine", {"rows", "runs", "shared_loop", "engine"}),
     ("front ends", {"facades", "cli", "explain", "bench", "bench_quality", "kuramoto_report", "phasegpt", "ui",
                     "__init__", "__main__"}),
 ]

@@ -45,6 +45,12 @@ if on_zero_gpu():  # ZeroGPU's documented start-up: the model goes to cuda at mo
     load_model(DEFAULT_MODEL)
 
 
+def shared_decoding() -> bool:
+    """Whether the page's runs decode in the model's shared loop: everywhere but ZeroGPU, where each
+    call runs in a forked process of its own and so decodes alone."""
+    return not on_zero_gpu()
+
+
 def gpu_seconds(max_new_tokens: Any, n_columns: int) -> int:
     """The GPU time a run asks ZeroGPU for: start-up (load, calibration) plus a step per token, each
     column adding to the step; within what one call may ask."""
@@ -196,7 +202,7 @@ def compare(prompt: str, samplers: str = "", seed: int = 0, max_new_tokens: int 
         else:
             specs = sampler_columns(samplers, settings)
         options, lm = _options_and_model(seed, max_new_tokens, chat, model)
-        return Engine(lm).run(prompt, specs, options, runs.stop).to_json()
+        return Engine(lm).run(prompt, specs, options, runs.stop, shared=shared_decoding()).to_json()
     except PlaygroundError as exc:
         raise gr.Error(str(exc)) from None
     finally:

@@ -22,7 +22,7 @@ from ..samplers import PlaygroundError
 from ..traces import RunTraces
 from . import columns as column_list
 from . import why
-from .backend import allowed_models, check_model, gpu, gpu_seconds, prepare_run
+from .backend import allowed_models, check_model, gpu, gpu_seconds, prepare_run, shared_decoding
 from .columns import setting_fields, table_rows, table_specs
 from .links import page_url, read_query, share_query
 from .render import (IDLE_STATUS, STOPPED_BEFORE_START_STATUS, columns_html, error_status, export_files, metrics_table,
@@ -76,7 +76,7 @@ def decode(request: gr.Request | None, session_stop: StopFlag, lm: LoadedModel, 
     stop = RunStop(session_stop)
     decoding = None
     try:
-        decoding = BackgroundRun(Engine(lm).stream(prompt_v, specs, options, stop, parent))
+        decoding = BackgroundRun(Engine(lm).stream(prompt_v, specs, options, stop, parent, shared_decoding()))
         while True:  # the page shows the newest state; the decoding never waits for it
             run = decoding.run
             yield view(columns=columns_html(run, detail=False), status=run_status(run, "running"))

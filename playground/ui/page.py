@@ -37,9 +37,14 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLE_PROMPTS = (*BENCHMARK_PROMPTS, "Write a haiku about the sea.")
 
 
+DEFAULT_CONCURRENCY = 8  # sessions decoding at once: their runs share the model's loop (shared_loop.py)
+ZERO_GPU_CONCURRENCY = 2  # on ZeroGPU each decodes alone, in a process of its own
+
+
 def concurrency() -> int:
     """Decoding events at once ($PLAYGROUND_CONCURRENCY); the rest wait in the queue."""
-    return int(os.environ.get("PLAYGROUND_CONCURRENCY", "2"))
+    default = ZERO_GPU_CONCURRENCY if on_zero_gpu() else DEFAULT_CONCURRENCY
+    return int(os.environ.get("PLAYGROUND_CONCURRENCY", str(default)))
 
 
 def queue_size() -> int:
