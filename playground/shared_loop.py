@@ -11,7 +11,8 @@
                stopped makes no more requests, so the next re-index drops its rows, and the padding
                every remaining row has is trimmed
     bound      at most ``max_rows()`` main and side rows ($PLAYGROUND_SHARED_ROWS): a run that does not
-               fit waits, first come first served, and says so (``Run.waiting``)
+               fit, or whose prompt would pad the cache beyond twice its real positions, waits, first
+               come first served, and says so (``Run.waiting``)
     stepping   a member's stream yields its Run after each of its steps; the loop takes its next step
                once every member's stream has asked for it, as a solo stream is stepped
 
@@ -43,6 +44,9 @@ COLUMN_SPAN = 1 << 16  # member m's column c is column m * COLUMN_SPAN + c of th
 # other models (PhaseGPT, whose oscillator sums live in its own cache) decode alone
 SHARED_MODEL_TYPES = GROUPED_MODEL_TYPES
 WAITING_NOTE = "waiting for room in the shared batch"
+# a run joins only while the padded cache stays within twice its rows' real positions (plus a little):
+# a prompt as long as the context beside short runs waits, rather than padding every row to its length
+PADDING_ALLOWED, PADDING_SLACK = 2, 256
 
 
 def max_rows(device_type: str) -> int:
@@ -274,8 +278,14 @@ class SharedLoop:
                     self.changed.notify_all()
 
     def _fits(self, member: Member) -> bool:
-        """Room for ``member``'s rows (an empty batch takes any run, so none waits for ever)."""
-        return not self.batch.members or self.batch.rows + member.rows <= self.bound
+        """Room for ``member``'s rows, and padding that stays within the batch's real positions (an empty
+        batch takes any run, so none waits for ever)."""
+        batch = self.batch
+        if not batch.members:
+            return True
+        rows, own = batch.rows + member.rows, member.run.plan.cache.get_seq_length()
+        real = sum(m.rows * (batch.length - m.pad) for m in batch.members) + member.rows * own
+        return rows <= self.bound and rows * max(batch.length, own) <= PADDING_ALLOWED * real + rows * PADDING_SLACK
 
     def _ready(self) -> bool:
         """Every member's stream has followed the last step, or the batch has someone to admit or let go."""

@@ -147,6 +147,29 @@ def test_a_run_over_the_row_bound_waits_then_runs(tiny_llama, monkeypatch):
     assert not run_b.waiting and [c.finish_reason for c in run_b.columns] == ["length", "length"]
 
 
+def test_a_prompt_that_would_pad_every_row_to_its_length_waits_for_the_batch_to_drain(tiny_llama):
+    short = ("Hello world", ["greedy", "temperature"] * 3, RunOptions(seed=1, max_new_tokens=12))
+    long_prompt = " ".join(["lamp"] * 480)  # one token a word: nearly the tiny model's 512 positions
+    long = (long_prompt, ["temperature"], RunOptions(seed=6, max_new_tokens=8))
+    solo = [tokens(Engine(tiny_llama).run(*short)), tokens(Engine(tiny_llama).run(*long))]
+    assert len(Engine(tiny_llama).start(*long).prompt_ids) > 400
+    loop = shared_loop_of(tiny_llama)
+    loop.step_seconds = []
+    later, start_long = _start_later(tiny_llama, long)
+    seen_waiting = []
+
+    def watch_long() -> None:  # after its prefill it waits instead of padding six rows to its length
+        seen_waiting.append(_wait_for(lambda: later and later[0].last is not None
+                                      and later[0].last.waiting == WAITING_NOTE))
+
+    a = Session(tiny_llama, short, at_step={2: start_long, 3: watch_long})
+    a.start()
+    run_a, run_b = a.result(), later[0].result()
+    assert tokens(run_a) == solo[0] and tokens(run_b) == solo[1]
+    assert seen_waiting == [True] and not run_b.waiting
+    assert max(rows for rows, _ in loop.step_seconds) == 6  # the two never shared a pass
+
+
 def _wait_for(condition, seconds: float = 30.0) -> bool:
     deadline = time.monotonic() + seconds
     while not condition():
