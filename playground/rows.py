@@ -9,8 +9,9 @@
 
 All rows share one length (every row grows by one token per step): no padding, no mask within a
 run. The shared loop (shared_loop.py) lays one RowPlan over many runs' rows, their cache left-padded
-to one length, and gives the pass the padding mask itself. The cache rows are re-indexed (each layer's batch_select_indices) only when the layout changes: a
-column ends, a side row appears, a lookahead starts or ends.
+to one length, and gives the pass the padding mask itself. The cache rows are re-indexed (each
+layer's batch_select_indices) only when the layout changes: a column ends, a side row appears, a
+lookahead starts or ends.
 
 Where side rows join. A side row differs from its clean row only from the lowest layer its
 sampler changes (``RowRequest.side_layer``; Phase-Slip's lowest perturbed layer). Where the model

@@ -210,8 +210,9 @@ def chain_trace(step: int, clean_logits: torch.Tensor, stages: list[Stage], toke
         reads.append(read)
         if not stage.side:
             current = read
-    distinct = list({id(read): read for read in reads}.values())  # a stage that left it as it was shares it
-    row = [next(d for d, other in enumerate(distinct) if other is read) for read in reads]
+    slot: dict[int, int] = {}  # a stage that left the distribution as it was shares its read
+    row = [slot.setdefault(id(read), len(slot)) for read in reads]
+    distinct = list({id(read): read for read in reads}.values())  # in first-seen order, as ``slot`` numbers them
     draws: dict[int, int] = {}
     cdfs: dict[int, torch.Tensor] = {}
     if with_draws or how == DRAW:

@@ -188,10 +188,9 @@ def run_status(run: Any, state: str) -> str:
     """The step counter for a Run (the engine's object): its step, budget, time and tokens so far;
     a running one whose rows wait for room in the shared batch says so."""
     tokens = sum(len(c.tokens) for c in run.columns)
-    waiting = getattr(run, "waiting", "")
-    if waiting and state == "running":
+    if run.waiting and state == "running":
         return (f'<div id="pg-status" class="pg-status pg-waiting" data-step="{run.step}" data-state="waiting">'
-                f'{html.escape(waiting)} · step {run.step} of ≤ {run.options.max_new_tokens}</div>')
+                f'{html.escape(run.waiting)} · step {run.step} of ≤ {run.options.max_new_tokens}</div>')
     return status_html(run.step, run.options.max_new_tokens, run.elapsed_s, tokens, state)
 
 
