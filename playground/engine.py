@@ -49,6 +49,7 @@ from .draw import draw
 from .inputs import prompt_ids
 from .model_changes import SideRowJoin
 from .models import LoadedModel, last_attention_rows
+from .openmp import release_workers
 from .rows import Row, RowPlan, RowRequest
 from .runs import CleanStep, Column, Parent, Run, RunOptions, StepRecord, StopSignal, describe_branch
 from .samples import check_samples, decoded_once
@@ -114,6 +115,8 @@ class Engine:
         alone = not (shared and shares_loop(self.lm))
         try:
             self.prefill(run)
+            if not alone:
+                release_workers()  # the loop's thread does the rest: this one's OpenMP pool would idle
             run.elapsed_s = time.perf_counter() - t0
             yield run
             if alone:
@@ -124,6 +127,7 @@ class Engine:
             if alone:
                 with self.lm.lock:  # the model at rest keeps the attention that returns weights
                     self.lm.rest_attention()
+            release_workers()  # the next stream may run in another thread: this one's pool would idle
         run.done = True
         yield run
 

@@ -54,10 +54,13 @@ class Session(threading.Thread):
 def _start_later(lm, args, **kwargs) -> tuple[list[Session], Callable[[], None]]:
     holder: list[Session] = []
 
-    def start() -> None:
+    def start() -> None:  # returns once the run is prefilled and queued: the caller's next step is shared
         session = Session(lm, args, **kwargs)
         holder.append(session)
         session.start()
+        loop = shared_loop_of(lm)
+        assert _wait_for(lambda: session.error is not None or session.last is not None and any(
+            m.run is session.last for m in [*loop.waiting, *loop.batch.members]))
     return holder, start
 
 
