@@ -27,6 +27,7 @@ from .baseline import load_stock_model
 from .devices import DTYPE_ALIASES, DTYPES, pick_device, pick_dtype
 from .errors import ModelLoadError, PlaygroundError
 from .model_args import add_model_arguments
+from .openmp import release_workers
 from .model_changes import (GROUPED_MODEL_TYPES, Float32Head, SideRowJoin, apply_changes, joined_side_rows,
                             joins_side_rows, kv_cache, stock_requested)
 from .model_source import (BUNDLED_FILE, BUNDLED_NAME, BUNDLED_PACKAGE, DEFAULT_MODEL, HUB_DEFAULT_ID, PHASEGPT_MODEL,
@@ -247,6 +248,7 @@ def load_model(model_id: str | None = None, device: str | torch.device | None = 
                                                 precision, as_stock)
             else:
                 _loaded[key] = _from_pretrained(name, name, torch.device(where), precision, as_stock)
+            release_workers()  # a server decodes in other threads: the loader's OpenMP pool would idle
         return _loaded[key]
 
 
