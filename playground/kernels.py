@@ -26,7 +26,8 @@ count, so nothing is assumed. These compute the same y = x W^T + b from the same
 At load, each distinct weight shape is timed with each kernel at 1, 2, 4, 8, 16 and 32 rows,
 on a pool of copies larger than the CPU's last-level cache (a model's weights stream from
 memory once per step; a warm single matrix would flatter the kernels that reuse cache). The
-fastest is kept per (shape, rows) and the table cached per machine, torch version and model;
+fastest is kept per (shape, rows) and the table cached per machine, torch version, model and
+instruction cap (``ISA_LIMITS``);
 a row count between two measured ones takes the next one up's, and above 32 rows (a long
 prompt's chunks) stock runs. The weights stay ordinary dense tensors, so the model is still a
 plain transformers model (``generate``, state dicts, other devices).
@@ -56,6 +57,8 @@ MAX_COPIES = 128  # ... of one small shape (a model's small layers share the cac
 PACK_ROWS = 8  # MKL packs a weight for one row count: a call takes that many rows, the last padded
 PACKED_MAX_ROWS = 16  # more rows stream the weight more times: other kernels win
 TABLE_VERSION = 8  # part of the cache file name: tables measured another way are measured again
+# settings that cap the instructions torch's kernels use: a capped run has a table of its own
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def onednn_available() -> bool:
@@ -164,6 +167,9 @@ def _cache_file(folder: Path, model_name: str) -> Path:
         pass
     stamp = (f"v{TABLE_VERSION}|{model_name}|{cpu}|{os.cpu_count()}|{torch.get_num_threads()}"
              f"|torch{torch.__version__}")
+    limits = [f"{name}={os.environ[name]}" for name in ISA_LIMITS if os.environ.get(name)]
+    if limits:
+        stamp += "|" + "|".join(limits)
     safe = "".join(c if c.isalnum() else "-" for c in stamp)[:200]
     return folder / f"{safe}.json"
 

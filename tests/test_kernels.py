@@ -237,3 +237,13 @@ def test_every_kernel_choice_gives_the_same_logits_and_greedy_tokens(real_lm, mo
     for mode, (logits, tokens) in results.items():
         assert torch.allclose(logits, results["stock"][0], atol=LOGIT_NOISE), mode  # rounding: 1.5e-4 on AVX2
         assert tokens == results["stock"][1], mode
+
+
+def test_a_cpu_limited_to_fewer_instructions_has_a_table_of_its_own(tmp_path, monkeypatch):
+    for name in kernels.ISA_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    native = kernels._cache_file(tmp_path, "toy")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    limited = kernels._cache_file(tmp_path, "toy")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert len({native, limited, kernels._cache_file(tmp_path, "toy")}) == 3
