@@ -2,7 +2,7 @@
 
     pure functions   errors, telemetry, metrics, kuramoto, rotation, plots, prompts, tables, timing, inputs,
                      precision, progress, draw, samples
-    models           attention, cache, kernels, norms, model_changes, model_source, devices, baseline,
+    models           attention, cache, kernels, openmp, norms, model_changes, model_source, devices, baseline,
                      model_args, models, phasegpt.model and phasegpt.causal_lm (the shipped PhaseGPT)
     samplers         samplers/*, calibration, columns, traces, divergence   (a sampler knows only its
                      StepView/Decision contract; a trace reads the stages a Decision lists)
@@ -24,8 +24,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "playground"
 LAYERS = [
     ("pure functions", {"errors", "telemetry", "metrics", "kuramoto", "rotation", "plots", "prompts", "tables",
                         "timing", "inputs", "precision", "progress", "draw", "samples"}),
-    ("models", {"attention", "cache", "kernels", "norms", "model_changes", "model_source", "devices", "baseline",
-                "model_args", "models", "phasegpt.model", "phasegpt.causal_lm"}),
+    ("models", {"attention", "cache", "kernels", "openmp", "norms", "model_changes", "model_source", "devices",
+                "baseline", "model_args", "models", "phasegpt.model", "phasegpt.causal_lm"}),
     ("samplers", {"samplers", "calibration", "columns", "traces", "divergence"}),
     ("engine", {"rows", "runs", "shared_loop", "engine"}),
     ("front ends", {"facades", "cli", "explain", "bench", "bench_quality", "kuramoto_report", "phasegpt", "ui",
