@@ -55,11 +55,12 @@ from .runs import CleanStep, Column, Parent, Run, RunOptions, StepRecord, StopSi
 from .samples import check_samples, decoded_once
 from .shared_loop import shared_loop_of, shares_loop
 from .samplers import Decision, PlaygroundError, RunContext, StepView, make_settings, sampler_class
-from .samplers.base import Stage, point_mass
+from .samplers.base import point_mass_stage
 from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, sampler_view, top_alternatives
 from .traces import ChainTrace
 
 MAX_NEW_TOKENS = 1024
+TOP_ALTERNATIVES = 5  # the clean top-k of each token row
 WEIGHTED_PREFILL_TOKENS = 128  # a prompt up to this long goes in with its attention weights in one pass
 
 __all__ = ["MAX_COLUMNS", "MAX_NEW_TOKENS", "CleanStep", "Column", "ColumnSpec", "Engine", "Parent", "Run",
@@ -327,7 +328,13 @@ class Engine:
     def _observe(self, run: Run, rows: list[int], logits, attn) -> list[CleanStep]:
         """The clean-distribution statistics, top alternatives and Kuramoto R of ``rows``, in one batch."""
         stats = distribution_stats(logits[rows])
-        top_ids, top_probs = top_alternatives(stats.log_probs)
+        windows = [None] * len(rows)
+        if run.options.record_traces:  # the traces' clean reads and the top-5 from one top-k over the batch
+            windows = traces.clean_windows(stats.probs)
+            top_ids = [w.ids[:TOP_ALTERNATIVES].tolist() for w in windows]
+            top_probs = [w.values[:TOP_ALTERNATIVES].tolist() for w in windows]
+        else:
+            top_ids, top_probs = top_alternatives(stats.log_probs, TOP_ALTERNATIVES)
         r_layers = None
         if run.options.record_order_parameter and attn is not None:
             r = kuramoto.attention_order_parameter(attn[rows])
@@ -335,7 +342,7 @@ class Engine:
                 r[:, self.lm.oscillator_layers] = run.plan.own_order_parameter[rows].to(r.dtype)
             r_layers = r.tolist()
         return [CleanStep(stats=stats.row(i), top_ids=top_ids[i], top_probs=top_probs[i],
-                          r_layers=[round(x, 6) for x in r_layers[i]] if r_layers else None)
+                          r_layers=[round(x, 6) for x in r_layers[i]] if r_layers else None, window=windows[i])
                 for i in range(len(rows))]
 
     def _trace(self, run: Run, col: Column, record: StepRecord, token: int) -> ChainTrace:
@@ -344,13 +351,13 @@ class Engine:
         if record.candidates:
             how, scores = traces.LOOKAHEAD, record.signals.get("lookahead_scores", [])
             lookahead = {"candidates": record.candidates, "scores": scores, "chosen": token}
-            stages = [*stages, Stage("lookahead", f"{len(record.candidates)} candidates, the calmest attention wins",
-                                     probs=point_mass(record.logits, token))]
+            stages = [*stages, point_mass_stage("lookahead", f"{len(record.candidates)} candidates, the calmest "
+                                                             "attention wins", record.logits, token)]
         with_draws = bool(run.partners[run.columns.index(col)])
-        stats = record.clean.stats  # the clean distribution as the row's telemetry has it
+        clean = record.clean  # the clean distribution as the row's telemetry has it
         return traces.chain_trace(len(col.tokens), record.logits, stages, token, record.u, how,
                                   final=record.drawn_from, with_draws=with_draws, lookahead=lookahead,
-                                  clean=(stats.log_probs[0].exp(), float(stats.entropy[0])))
+                                  clean=(clean.stats.probs[0], float(clean.stats.entropy[0]), clean.window))
 
     def _emit(self, run: Run, col: Column, record: StepRecord, token: int, step_ms: float) -> None:
         """Append the chosen token and its telemetry row; finish the column on EOS or length."""

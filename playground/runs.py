@@ -29,7 +29,7 @@ from .divergence import Divergence, divergences
 from .rows import RowPlan
 from .samplers import Sampler
 from .telemetry import DistributionStats, TokenRow
-from .traces import ChainTrace, RunTraces
+from .traces import ChainTrace, CleanWindow, RunTraces
 
 
 class StopSignal(Protocol):
@@ -90,6 +90,7 @@ class CleanStep:
     top_ids: list[int]  # the clean top-5
     top_probs: list[float]
     r_layers: list[float] | None  # Kuramoto R of every layer; None when not recorded
+    window: CleanWindow | None = None  # the chain trace's clean read (where the run records traces)
 
 
 @dataclass

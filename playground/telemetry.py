@@ -66,11 +66,12 @@ class DistributionStats:
     entropy: torch.Tensor  # [R] nats
     entropy_bits_norm: torch.Tensor  # [R]
     varentropy: torch.Tensor  # [R] bits^2
+    probs: torch.Tensor  # [R, V] exp(log_probs)
 
     def row(self, i: int) -> "DistributionStats":
         """Row ``i`` alone, still batch-shaped ([1, V] and [1])."""
         return DistributionStats(*(t[i:i + 1] for t in (self.log_probs, self.entropy, self.entropy_bits_norm,
-                                                         self.varentropy)))
+                                                         self.varentropy, self.probs)))
 
 
 def distribution_stats(logits: torch.Tensor) -> DistributionStats:
@@ -91,6 +92,7 @@ def distribution_stats(logits: torch.Tensor) -> DistributionStats:
         entropy=entropy,
         entropy_bits_norm=entropy / math.log(logits.shape[-1]),
         varentropy=varentropy,
+        probs=p,
     )
 
 
@@ -109,10 +111,12 @@ def sampler_view(probs: torch.Tensor | None, token: int, top_ids: list[int]) -> 
     if probs is None:
         return SamplerView(1.0, 0.0, 1, [1.0 if i == token else 0.0 for i in top_ids])
     q = wide(probs)
-    q = q / q.sum()
-    kept = q > 0
-    entropy = float(-(q[kept] * q[kept].log()).sum())
-    return SamplerView(float(q[token]), max(0.0, entropy), int(kept.sum()), q[top_ids].tolist())
+    total = q.sum()
+    kept = q[q > 0] / total  # the kept tokens alone: the same floats as dividing the whole vocabulary
+    entropy = float(-(kept * kept.log()).sum())
+    ids = torch.tensor([token, *top_ids], device=q.device)
+    at = (q[ids] / total).tolist()
+    return SamplerView(at[0], max(0.0, entropy), int(kept.shape[0]), at[1:])
 
 
 def top_alternatives(log_probs: torch.Tensor, k: int = 5) -> tuple[list, list]:

@@ -93,6 +93,21 @@ class ChainTrace:
 
 
 @dataclass
+class CleanWindow:
+    """A clean distribution's support and its RANK_WINDOW most likely tokens, read for a batch of rows at once."""
+
+    support: int
+    values: torch.Tensor  # probabilities, descending
+    ids: torch.Tensor  # their token ids
+
+
+def clean_windows(probs: torch.Tensor) -> list[CleanWindow]:
+    """The CleanWindow of each row of ``probs`` [R, V], from one top-k and one count over the batch."""
+    values, ids = torch.topk(probs, min(RANK_WINDOW, probs.shape[-1]))
+    return [CleanWindow(int(n), v, i) for n, v, i in zip(torch.count_nonzero(probs, dim=-1).tolist(), values, ids)]
+
+
+@dataclass
 class _Read:
     """One distinct distribution of a trace, read once: on the whole vocabulary (``ids`` None) or, once
     the chain has cut it to at most RANK_WINDOW tokens, on its survivors (``ids``, in vocabulary order)."""
@@ -135,9 +150,12 @@ def _on_survivors(p: torch.Tensor, ids: torch.Tensor) -> _Read:
 
 
 def _on_vocabulary(p: torch.Tensor, before: _Read | None, keeps_order: bool,
-                   entropy: float | None = None) -> _Read:
+                   entropy: float | None = None, window: CleanWindow | None = None) -> _Read:
     """A distribution over the whole vocabulary. ``keeps_order``: a temperature or a cut from the top, so
-    its most likely tokens are among ``before``'s (checked, not assumed) and no second top-k is needed."""
+    its most likely tokens are among ``before``'s (checked, not assumed) and no second top-k is needed.
+    ``window``: its support and most likely tokens, read already (the engine's batch of clean rows)."""
+    if window is not None and window.support > RANK_WINDOW:
+        return _Read(p, None, window.values, window.ids, window.support, entropy_nats(p) if entropy is None else entropy)
     support = int(torch.count_nonzero(p))
     reuse = keeps_order and before is not None and before.ids is None
     if support <= RANK_WINDOW:
@@ -162,6 +180,11 @@ def _read(stage: Stage, current: _Read | None, probs: torch.Tensor | None) -> _R
     was given at p = 0, so after a cut to a few survivors only they are read. None: as it was."""
     if probs is None and stage.scores is None:
         return None
+    if stage.kept is not None and stage.kept.shape[0] <= RANK_WINDOW and not stage.side \
+            and (current is None or current.ids is None):  # the link names its few survivors: read on them
+        if probs is None:  # the floats of a full read (a softmax of the survivors alone rounds otherwise)
+            probs = torch.log_softmax(stage.scores.view(1, -1).float(), dim=-1)[0].exp()
+        return _on_survivors(probs[stage.kept], stage.kept)
     sparse = current is not None and current.ids is not None and not stage.side
     if sparse and (stage.scores is not None or probs is not stage.probs):  # a link's scores, or the draw's own
         ids = current.ids
@@ -190,17 +213,17 @@ def _ranks(reads: list[_Read], p: torch.Tensor) -> torch.Tensor:
 def chain_trace(step: int, clean_logits: torch.Tensor, stages: list[Stage], token: int, u: float, how: str,
                 final: torch.Tensor | None = None, with_draws: bool = False,
                 lookahead: dict[str, Any] | None = None,
-                clean: tuple[torch.Tensor, float] | None = None) -> ChainTrace:
+                clean: tuple[torch.Tensor, float, CleanWindow | None] | None = None) -> ChainTrace:
     """The trace of one decision (see the module docstring); ``with_draws``: each stage's draw at u.
 
     ``final`` (what the engine drew from) stands for the last stage of the chain, so its floats are the
-    draw's own. ``clean``: the clean distribution and its entropy, where the engine has them already.
+    draw's own. ``clean``: the clean distribution, its entropy and window, where the engine has them already.
     """
     last = max((i for i, stage in enumerate(stages) if not stage.side), default=-1)
     if last < 0 and final is not None:  # no link in force: the clean distribution is the one drawn from
         first = _on_vocabulary(final, None, False)
     elif clean is not None:
-        first = _on_vocabulary(clean[0], None, False, entropy=clean[1])
+        first = _on_vocabulary(clean[0], None, False, entropy=clean[1], window=clean[2])
     else:
         first = _read(Stage("clean", scores=clean_logits), None, None)
     reads, current = [first], first

@@ -159,6 +159,19 @@ def test_top_k_then_top_p_in_one_pass_keeps_what_the_two_warpers_keep(top_k, top
     assert int(torch.isfinite(result).sum()) == k + 3
 
 
+def test_top_k_then_top_p_names_its_survivors_for_the_trace_and_none_on_a_tie():
+    warper = TopKTopPLogitsWarper(40, 0.9)
+    warper.keep_top_k = True
+    logits = torch.randn(1, 49152, generator=torch.Generator().manual_seed(5)) * 3
+    warper(IDS.view(1, -1), logits)
+    assert torch.equal(warper.kept, torch.nonzero(torch.isfinite(warper.top_k_scores[0])).flatten())
+    tied = logits.clone()
+    order = tied[0].argsort(descending=True)
+    tied[0, order[40]] = tied[0, order[39]].item()  # the 41st shares the 40th score: the two warpers' own path
+    warper(IDS.view(1, -1), tied)
+    assert warper.kept is None and int(torch.isfinite(warper.top_k_scores).sum()) == 41
+
+
 def test_off_values_are_the_generate_chain_bit_for_bit(real_lm):
     torch.manual_seed(1)
     off = dict(typical_p=1.0, epsilon=0.0, eta=0.0, top_n_sigma=0.0, xtc_probability=0.0, dry_multiplier=0.0)

@@ -19,7 +19,8 @@ from playground.samplers import make_settings
 from playground.samplers.base import Stage
 from playground.samplers.temperature import (DEFAULT_ORDER, LINKS, TEMPERATURE_LAST, TemperatureSampler,
                                              chain_order, sampling_probs)
-from playground.traces import DRAW, OWN, chain_trace
+from playground.telemetry import distribution_stats
+from playground.traces import DRAW, OWN, chain_trace, clean_windows
 
 LOGITS = torch.tensor([3.0, 2.6, 2.1, 1.2, 0.4, 0.0, -0.7, -2.0])
 IDS = torch.tensor([0])
@@ -98,6 +99,23 @@ def test_a_large_vocabulary_trace_reads_every_stage_as_a_full_read_would(chain):
         assert t.ranks[s].tolist() == ranks, t.stages[s].name
         assert t.stages[s].draw == playground.engine.draw(read, 0.3), t.stages[s].name
     assert torch.equal(t.probs[-1], probs[index].double())
+
+
+def test_a_trace_from_the_batched_clean_window_equals_one_that_reads_the_clean_logits_itself():
+    logits = torch.randn(3, 49152, generator=torch.Generator().manual_seed(4)) * 3
+    logits[1, 11] = logits[1, 12] = float(logits[1].max()) + 1  # a tie at the top
+    stats = distribution_stats(logits)
+    for row, window in enumerate(clean_windows(stats.probs)):
+        assert window.support == 49152 and window.values.shape == (64,)
+        stages: list[Stage] = []
+        probs = sampling_probs(logits[row], IDS, 0.8, top_k=40, top_p=0.9, stages=stages)
+        token = playground.engine.draw(probs, 0.4)
+        alone = chain_trace(0, logits[row], stages, token, 0.4, DRAW, final=probs, with_draws=True)
+        batched = chain_trace(0, logits[row], stages, token, 0.4, DRAW, final=probs, with_draws=True,
+                              clean=(stats.probs[row], float(stats.entropy[row]), window))
+        assert batched.tokens == alone.tokens and torch.equal(batched.ranks, alone.ranks)
+        assert torch.allclose(batched.probs, alone.probs, rtol=1e-6, atol=0)
+        assert [s.support for s in batched.stages] == [s.support for s in alone.stages]
 
 
 def test_ranks_count_the_more_likely_tokens_and_a_removed_one_has_none():

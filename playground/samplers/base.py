@@ -48,6 +48,8 @@ class Stage:
     both None: a stage that sets parameters and leaves the distribution as it was (α, a quadrant).
     ``side``: a distribution beside the chain, not a step of it (Phase-Slip's perturbed row).
     ``keeps_order``: a temperature, or a cut that keeps the most likely tokens: the order is as before.
+    ``kept``: the ids, ascending, outside which the distribution is exactly 0, where the stage knows them
+    (top-k's survivors, an argmax's token): the trace then reads the stage on them alone.
     """
 
     name: str
@@ -56,6 +58,7 @@ class Stage:
     probs: torch.Tensor | None = None
     side: bool = False
     keeps_order: bool = False
+    kept: torch.Tensor | None = None
 
 
 def point_mass(like: torch.Tensor, token: int) -> torch.Tensor:
@@ -63,6 +66,11 @@ def point_mass(like: torch.Tensor, token: int) -> torch.Tensor:
     probs = torch.zeros(like.shape[-1], dtype=torch.float32, device=like.device)
     probs[token] = 1.0
     return probs
+
+
+def point_mass_stage(name: str, param: str, like: torch.Tensor, token: int) -> Stage:
+    """The stage of a deterministic choice of ``token``: its point mass, kept on that token alone."""
+    return Stage(name, param, probs=point_mass(like, token), kept=torch.tensor([token], device=like.device))
 
 
 @dataclass

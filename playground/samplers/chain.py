@@ -31,16 +31,19 @@ class TopKTopPLogitsWarper(LogitsProcessor):
         self.top_k, self.top_p = TopKLogitsWarper(top_k), TopPLogitsWarper(top_p)
         self.keep_top_k = False  # the chain trace: keep the scores between the two (top_k_scores)
         self.top_k_scores: torch.Tensor | None = None
+        self.kept: torch.Tensor | None = None  # the k survivors' ids, ascending (None: the tie path)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         k = min(self.top_k.top_k, scores.shape[-1])
         values, ids = torch.topk(scores, k)
+        self.kept = None
         if scores.shape[0] != 1 or int((scores >= values[:, -1:]).sum()) != k:  # a tie at the k-th score
             self.top_k_scores = self.top_k(input_ids, scores)
             return self.top_p(input_ids, self.top_k_scores)
         removed = torch.full_like(scores, self.top_k.filter_value)
         if self.keep_top_k:
             self.top_k_scores = removed.scatter(-1, ids, values)
+            self.kept = torch.sort(ids[0]).values
         return removed.scatter(-1, ids, self.top_p(input_ids, values))
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..precision import wide
-from .base import Decision, PlaygroundError, RunContext, Sampler, Stage, StepView, point_mass, require, setting
+from .base import Decision, PlaygroundError, RunContext, Sampler, Stage, StepView, point_mass_stage, require, setting
 from .temperature import check_sampling_params, sampling_probs
 
 LELV, HELV, LEHV, HEHV, MIDDLE = "LELV", "HELV", "LEHV", "HEHV", "MIDDLE"
@@ -163,13 +163,12 @@ class EntropixSampler(Sampler):
         trace = view.record_stages
         if state == LELV:
             token = int(view.logits.argmax())
-            stages = [Stage("argmax", "LELV: low entropy, low varentropy", probs=point_mass(view.logits, token))]
+            stages = [point_mass_stage("argmax", "LELV: low entropy, low varentropy", view.logits, token)]
             return Decision(token=token, params={}, signals=signals, stages=stages if trace else [])
         after_pause = self.pause_id is not None and int(view.input_ids[-1]) == self.pause_id
         if state == HELV and self.pause_id is not None and not after_pause:
             signals["paused"] = True
-            stages = [Stage("pause", f"HELV: the pause token {s.pause_text!r}",
-                            probs=point_mass(view.logits, self.pause_id))]
+            stages = [point_mass_stage("pause", f"HELV: the pause token {s.pause_text!r}", view.logits, self.pause_id)]
             return Decision(token=self.pause_id, params={}, signals=signals, stages=stages if trace else [])
         params = quadrant_params(state, stats, s.temperature, s.top_p, s.top_k, s.min_p)
         stages = [Stage("quadrant", f"{state}: " + ", ".join(f"{k}={v:.3g}" for k, v in params.items()))] \

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Decision, Sampler, Stage, StepView, point_mass
+from .base import Decision, Sampler, StepView, point_mass_stage
 
 
 @dataclass
@@ -17,5 +17,5 @@ class GreedySampler(Sampler):
 
     def decide(self, view: StepView) -> Decision:
         token = int(view.logits.argmax())
-        stages = [Stage("argmax", probs=point_mass(view.logits, token))] if view.record_stages else []
+        stages = [point_mass_stage("argmax", "", view.logits, token)] if view.record_stages else []
         return Decision(token=token, stages=stages)

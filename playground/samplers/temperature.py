@@ -28,7 +28,7 @@ from transformers import (
     TypicalLogitsWarper,
 )
 
-from .base import Decision, RunContext, Sampler, SettingsError, Stage, StepView, point_mass, require, setting
+from .base import Decision, RunContext, Sampler, SettingsError, Stage, StepView, point_mass_stage, require, setting
 from .chain import (DRY_BREAKERS, DRYLogitsProcessor, TopKTopPLogitsWarper, TopNSigmaLogitsWarper,
                     XTCLogitsWarper, breaker_ids, parse_breakers)
 
@@ -140,8 +140,9 @@ def sampling_probs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: f
             continue
         if isinstance(processor, TopKTopPLogitsWarper):
             stages.append(Stage("top_k", f"top_k={processor.top_k.top_k}", scores=processor.top_k_scores[0],
-                                keeps_order=True))
-            stages.append(Stage("top_p", f"top_p={processor.top_p.top_p:g}", scores=scores[0], keeps_order=True))
+                                keeps_order=True, kept=processor.kept))
+            stages.append(Stage("top_p", f"top_p={processor.top_p.top_p:g}", scores=scores[0], keeps_order=True,
+                                kept=processor.kept))
         else:
             stages.append(Stage(name, link_param(name, processor), scores=scores[0],
                                 keeps_order=name in ORDER_KEEPING))
@@ -161,7 +162,7 @@ def sample_decision(logits: torch.Tensor, input_ids: torch.Tensor, params: dict[
     if temperature == 0.0:
         token = int(logits.argmax())
         if stages is not None:
-            stages.append(Stage("argmax", "temperature=0", probs=point_mass(logits, token)))
+            stages.append(point_mass_stage("argmax", "temperature=0", logits, token))
         return Decision(token=token, params=params, signals=signals, stages=stages or [])
     probs = sampling_probs(logits, input_ids, temperature, top_k, top_p, min_p, repetition_penalty, extra=extra,
                            order=order, stages=stages)
