@@ -56,7 +56,7 @@ from .samples import check_samples, decoded_once
 from .shared_loop import shared_loop_of, shares_loop
 from .samplers import Decision, PlaygroundError, RunContext, StepView, make_settings, sampler_class
 from .samplers.base import point_mass_stage
-from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, sampler_view, top_alternatives
+from .telemetry import SIGNAL_FIELDS, TokenRow, distribution_stats, sampler_view
 from .traces import ChainTrace
 
 MAX_NEW_TOKENS = 1024
@@ -310,6 +310,7 @@ class Engine:
         for c, clean in zip(running, observed):
             col = run.decoding[c]
             view = self._view(run, col, main[c], logits, attn, sides.get(c))
+            view.likely = clean.window.ids
             trace = view.record_stages = run.options.record_traces and col.sample == 0  # the shown sample's
             decision: Decision = col.sampler.decide(view)
             # one draw per step, always, on the CPU generator
@@ -328,22 +329,18 @@ class Engine:
     def _observe(self, run: Run, rows: list[int], logits, attn) -> list[CleanStep]:
         """The clean-distribution statistics, top alternatives and Kuramoto R of ``rows``, in one batch."""
         stats = distribution_stats(logits[rows])
-        windows = [None] * len(rows)
-        if run.options.record_traces:  # the traces' clean reads and the top-5 from one top-k over the batch
-            windows = traces.clean_windows(stats.probs)
-            top_ids = [w.ids[:TOP_ALTERNATIVES].tolist() for w in windows]
-            top_probs = [w.values[:TOP_ALTERNATIVES].tolist() for w in windows]
-        else:
-            top_ids, top_probs = top_alternatives(stats.log_probs, TOP_ALTERNATIVES)
+        # one top-k over the batch: each row's top-5, its sampler's top-k hint and its trace's clean read
+        windows = traces.clean_windows(stats.probs, count_support=run.options.record_traces)
         r_layers = None
         if run.options.record_order_parameter and attn is not None:
             r = kuramoto.attention_order_parameter(attn[rows])
             if run.plan.own_order_parameter is not None:  # the oscillators' R at their layers, not a read-out
                 r[:, self.lm.oscillator_layers] = run.plan.own_order_parameter[rows].to(r.dtype)
             r_layers = r.tolist()
-        return [CleanStep(stats=stats.row(i), top_ids=top_ids[i], top_probs=top_probs[i],
-                          r_layers=[round(x, 6) for x in r_layers[i]] if r_layers else None, window=windows[i])
-                for i in range(len(rows))]
+        return [CleanStep(stats=stats.row(i), top_ids=w.ids[:TOP_ALTERNATIVES].tolist(),
+                          top_probs=w.values[:TOP_ALTERNATIVES].tolist(),
+                          r_layers=[round(x, 6) for x in r_layers[i]] if r_layers else None, window=w)
+                for i, w in enumerate(windows)]
 
     def _trace(self, run: Run, col: Column, record: StepRecord, token: int) -> ChainTrace:
         """The chain trace of this token; each stage's draw at u while the column shares its history."""

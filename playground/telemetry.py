@@ -119,13 +119,6 @@ def sampler_view(probs: torch.Tensor | None, token: int, top_ids: list[int]) -> 
     return SamplerView(at[0], max(0.0, entropy), int(kept.shape[0]), at[1:])
 
 
-def top_alternatives(log_probs: torch.Tensor, k: int = 5) -> tuple[list, list]:
-    """Ids and probabilities of the k most likely tokens of a row [V] (lists), or of each row [R, V]
-    (lists of lists)."""
-    values, ids = torch.topk(log_probs, k)
-    return ids.tolist(), values.exp().tolist()
-
-
 def rows_to_frame(columns: list[dict[str, Any]]):
     """Telemetry of a run as one pandas DataFrame: one row per (column, token)."""
     import pandas as pd

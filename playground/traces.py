@@ -96,15 +96,16 @@ class ChainTrace:
 class CleanWindow:
     """A clean distribution's support and its RANK_WINDOW most likely tokens, read for a batch of rows at once."""
 
-    support: int
+    support: int | None  # None: not counted (a run without traces)
     values: torch.Tensor  # probabilities, descending
     ids: torch.Tensor  # their token ids
 
 
-def clean_windows(probs: torch.Tensor) -> list[CleanWindow]:
+def clean_windows(probs: torch.Tensor, count_support: bool = True) -> list[CleanWindow]:
     """The CleanWindow of each row of ``probs`` [R, V], from one top-k and one count over the batch."""
     values, ids = torch.topk(probs, min(RANK_WINDOW, probs.shape[-1]))
-    return [CleanWindow(int(n), v, i) for n, v, i in zip(torch.count_nonzero(probs, dim=-1).tolist(), values, ids)]
+    support = torch.count_nonzero(probs, dim=-1).tolist() if count_support else [None] * probs.shape[0]
+    return [CleanWindow(n, v, i) for n, v, i in zip(support, values, ids)]
 
 
 @dataclass
@@ -154,7 +155,7 @@ def _on_vocabulary(p: torch.Tensor, before: _Read | None, keeps_order: bool,
     """A distribution over the whole vocabulary. ``keeps_order``: a temperature or a cut from the top, so
     its most likely tokens are among ``before``'s (checked, not assumed) and no second top-k is needed.
     ``window``: its support and most likely tokens, read already (the engine's batch of clean rows)."""
-    if window is not None and window.support > RANK_WINDOW:
+    if window is not None and window.support is not None and window.support > RANK_WINDOW:
         return _Read(p, None, window.values, window.ids, window.support, entropy_nats(p) if entropy is None else entropy)
     support = int(torch.count_nonzero(p))
     reuse = keeps_order and before is not None and before.ids is None

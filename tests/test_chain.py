@@ -159,6 +159,20 @@ def test_top_k_then_top_p_in_one_pass_keeps_what_the_two_warpers_keep(top_k, top
     assert int(torch.isfinite(result).sum()) == k + 3
 
 
+def test_top_k_then_top_p_with_a_hint_keeps_what_it_keeps_without_one_even_where_the_hint_misses():
+    logits = torch.randn(1, 49152, generator=torch.Generator().manual_seed(6)) * 3
+    order = logits[0].argsort(descending=True)
+    tied = logits.clone()
+    tied[0, order[40]] = tied[0, order[39]].item()
+    hints = {"the clean top-64": order[:64], "missing the best token": order[1:65],
+             "shuffled": order[:64][torch.randperm(64, generator=torch.Generator().manual_seed(0))]}
+    for scores in (logits, tied, logits / 0.7):
+        plain = TopKTopPLogitsWarper(40, 0.9)(IDS.view(1, -1), scores)
+        for name, likely in hints.items():
+            hinted = TopKTopPLogitsWarper(40, 0.9, likely)
+            assert torch.equal(hinted(IDS.view(1, -1), scores), plain), name
+
+
 def test_top_k_then_top_p_names_its_survivors_for_the_trace_and_none_on_a_tie():
     warper = TopKTopPLogitsWarper(40, 0.9)
     warper.keep_top_k = True

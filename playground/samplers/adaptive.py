@@ -205,7 +205,8 @@ class AdaptiveEntropySampler(Sampler):
             f"{k}={v:.3g}" for k, v in params.items()))] if view.record_stages else None
         probs = sampling_probs(view.logits, view.input_ids, params["temperature"], params["top_k"],
                                params["top_p"], repetition_penalty=params["repetition_penalty"],
-                               penalty_ids=view.input_ids[-s.repetition_window:], stages=stages)
+                               penalty_ids=view.input_ids[-s.repetition_window:], stages=stages,
+                               likely=view.likely)
         signals = {"adaptive_alpha": alpha, "adaptive_alpha_smoothed": smoothed, "state": state,
                    "token_entropy": h_token, "attention_entropy": h_attention, "lookahead": False}
         if s.lookahead and state == COLD:

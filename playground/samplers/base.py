@@ -38,6 +38,7 @@ class StepView:
     attentions: torch.Tensor | None = None  # [layers, heads, n] newest query's attention row
     extra_logits: torch.Tensor | None = None  # [n_extra, V] logits of the side rows
     record_stages: bool = False  # list the decision's stages in Decision.stages (the chain trace)
+    likely: torch.Tensor | None = None  # the clean distribution's most likely token ids: where a top-k looks first
 
 
 @dataclass

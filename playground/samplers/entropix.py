@@ -174,7 +174,7 @@ class EntropixSampler(Sampler):
         stages = [Stage("quadrant", f"{state}: " + ", ".join(f"{k}={v:.3g}" for k, v in params.items()))] \
             if trace else None
         probs = sampling_probs(view.logits, view.input_ids, params["temperature"], params["top_k"],
-                               params["top_p"], params["min_p"], stages=stages)
+                               params["top_p"], params["min_p"], stages=stages, likely=view.likely)
         if state != MIDDLE:
             return Decision(probs=probs, params=params, signals=signals, stages=stages or [])
         token, drawn = best_of(probs, view.logits, s.candidates, self.generator)

@@ -237,4 +237,4 @@ class PhaseSlip(Sampler):
                         scores=perturbed, side=True),
                   Stage("fusion", f"α={alpha:.3f}", scores=fused)] if view.record_stages else None
         return sample_decision(fused, view.input_ids, params, s.temperature, s.top_k, s.top_p, signals=signals,
-                               extra=self.extra, order=s.links, stages=stages)
+                               extra=self.extra, order=s.links, stages=stages, likely=view.likely)

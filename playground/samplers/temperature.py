@@ -71,7 +71,8 @@ def chain_order(text: str, key: str = "order") -> tuple[str, ...]:
 
 def sampling_processors(temperature: float, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                         repetition_penalty: float = 1.0, extra: dict[str, LogitsProcessor] | None = None,
-                        order: tuple[str, ...] = LINKS) -> list[tuple[str, LogitsProcessor]]:
+                        order: tuple[str, ...] = LINKS,
+                        likely: torch.Tensor | None = None) -> list[tuple[str, LogitsProcessor]]:
     """(link name, processor) for these parameters in ``order``; off ones left out.
 
     ``extra``: the chain's other members that are on (``ChainSettings.processors``), by name. Top-k
@@ -92,7 +93,7 @@ def sampling_processors(temperature: float, top_k: int = 0, top_p: float = 1.0, 
     chain: list[tuple[str, LogitsProcessor]] = []
     for name in in_force:
         if name == "top_p" and chain and chain[-1][0] == "top_k":
-            chain[-1] = ("top_k+top_p", TopKTopPLogitsWarper(top_k, top_p))
+            chain[-1] = ("top_k+top_p", TopKTopPLogitsWarper(top_k, top_p, likely))
         else:
             chain.append((name, links[name]))
     return chain
@@ -121,14 +122,14 @@ def sampling_probs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: f
                    top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                    penalty_ids: torch.Tensor | None = None,
                    extra: dict[str, LogitsProcessor] | None = None, order: tuple[str, ...] = LINKS,
-                   stages: list[Stage] | None = None) -> torch.Tensor:
+                   stages: list[Stage] | None = None, likely: torch.Tensor | None = None) -> torch.Tensor:
     """softmax of the processed logits: the distribution a temperature draw samples from.
 
     ``penalty_ids`` (default: all of ``input_ids``) are the tokens the repetition penalty sees;
     every other processor (DRY) sees the whole context. ``stages``: a list that receives each
-    link's scores, in order (the chain trace).
+    link's scores, in order (the chain trace). ``likely``: where the top-k looks first (StepView.likely).
     """
-    chain = sampling_processors(temperature, top_k, top_p, min_p, repetition_penalty, extra, order)
+    chain = sampling_processors(temperature, top_k, top_p, min_p, repetition_penalty, extra, order, likely)
     context = input_ids.view(1, -1)
     penalised = context if penalty_ids is None else penalty_ids.view(1, -1)
     scores = logits.view(1, -1).float()
@@ -153,7 +154,7 @@ def sample_decision(logits: torch.Tensor, input_ids: torch.Tensor, params: dict[
                     top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                     signals: dict[str, Any] | None = None,
                     extra: dict[str, LogitsProcessor] | None = None, order: tuple[str, ...] = LINKS,
-                    stages: list[Stage] | None = None) -> Decision:
+                    stages: list[Stage] | None = None, likely: torch.Tensor | None = None) -> Decision:
     """T = 0: the argmax of ``logits``; otherwise ``sampling_probs`` for the engine to draw from.
 
     ``stages``: the stages so far (Phase-Slip's fusion), which the chain's links then extend.
@@ -165,7 +166,7 @@ def sample_decision(logits: torch.Tensor, input_ids: torch.Tensor, params: dict[
             stages.append(point_mass_stage("argmax", "temperature=0", logits, token))
         return Decision(token=token, params=params, signals=signals, stages=stages or [])
     probs = sampling_probs(logits, input_ids, temperature, top_k, top_p, min_p, repetition_penalty, extra=extra,
-                           order=order, stages=stages)
+                           order=order, stages=stages, likely=likely)
     if extra and "xtc" in extra:
         signals["xtc_applied"] = extra["xtc"].last_applied
     return Decision(probs=probs, params=params, signals=signals, stages=stages or [])
@@ -287,4 +288,4 @@ class TemperatureSampler(Sampler):
             params["order"] = s.order
         return sample_decision(view.logits, view.input_ids, params, s.temperature, s.top_k, s.top_p,
                                s.min_p, s.repetition_penalty, extra=self.extra, order=s.links,
-                               stages=[] if view.record_stages else None)
+                               stages=[] if view.record_stages else None, likely=view.likely)
