@@ -125,7 +125,7 @@ class _Read:
         if self.ids is None:
             return self.p[tokens]
         pos = torch.searchsorted(self.ids, tokens).clamp_max(self.ids.shape[0] - 1)
-        return torch.where(self.ids[pos] == tokens, self.p[pos], torch.zeros_like(self.p[pos]))
+        return torch.where(self.ids[pos] == tokens, self.p[pos], 0.0)
 
     def draw(self, u: float) -> tuple[int, torch.Tensor]:
         """The token a draw at u gives (as draw.draw would on the whole vocabulary), and the CDF over ``p``."""
@@ -202,7 +202,7 @@ def _read(stage: Stage, current: _Read | None, probs: torch.Tensor | None) -> _R
 def _ranks(reads: list[_Read], p: torch.Tensor) -> torch.Tensor:
     """1 + how many tokens are more likely, for the tracked probabilities ``p`` [reads, tokens]; 0 where
     p = 0. Read from each distribution's top RANK_WINDOW probabilities; a p below them is counted in full."""
-    values = pad_sequence([r.values.double() for r in reads], batch_first=True, padding_value=-math.inf)
+    values = pad_sequence([r.values for r in reads], batch_first=True, padding_value=-math.inf).to(p.dtype)
     ranks = 1 + (values.unsqueeze(1) > p.unsqueeze(2)).sum(2)
     floor = torch.tensor([float(r.values[-1]) if r.ids is None else 0.0 for r in reads], dtype=p.dtype,
                          device=p.device)  # a distribution on its survivors has them all in its window
@@ -250,10 +250,10 @@ def chain_trace(step: int, clean_logits: torch.Tensor, stages: list[Stage], toke
                                       stage.side))
     order = sorted(tracked, key=lambda t: (-float(first.p[t]), t))
     index = torch.tensor(order, device=first.p.device)
-    p = torch.stack([read.at(index).double() for read in distinct])  # [distinct, tracked]
+    p = torch.stack([read.at(index) for read in distinct])  # [distinct, tracked], each read's own dtype
     rows = torch.tensor(row)
     return ChainTrace(step=step, token=token, u=u, how=how, stages=summaries, tokens=order,
-                      probs=p.cpu()[rows], ranks=_ranks(distinct, p).cpu()[rows],
+                      probs=p.double().cpu()[rows], ranks=_ranks(distinct, p).cpu()[rows],
                       interval=reads[-1].interval(cdfs[row[-1]], token) if how == DRAW else None,
                       lookahead=lookahead)
 
