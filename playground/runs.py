@@ -90,7 +90,7 @@ class CleanStep:
     top_ids: list[int]  # the clean top-5
     top_probs: list[float]
     r_layers: list[float] | None  # Kuramoto R of every layer; None when not recorded
-    window: CleanWindow | None = None  # the chain trace's clean read (where the run records traces)
+    window: CleanWindow | None = None  # the clean top-64: the top-5, the top-k's hint, the trace's clean read
 
 
 @dataclass

@@ -176,6 +176,11 @@ def _on_vocabulary(p: torch.Tensor, before: _Read | None, keeps_order: bool,
     return _Read(p, None, values, top, support, entropy_nats(p) if entropy is None else entropy)
 
 
+def _log_probs(scores: torch.Tensor) -> torch.Tensor:
+    """log p of a stage's scores [V], as the engine reads the clean logits (float32 log_softmax)."""
+    return torch.log_softmax(scores.view(1, -1).float(), dim=-1)[0]
+
+
 def _read(stage: Stage, current: _Read | None, probs: torch.Tensor | None) -> _Read | None:
     """``stage``'s distribution read on the tokens still alive: a chain's link never revives a token it
     was given at p = 0, so after a cut to a few survivors only they are read. None: as it was."""
@@ -184,7 +189,7 @@ def _read(stage: Stage, current: _Read | None, probs: torch.Tensor | None) -> _R
     if stage.kept is not None and stage.kept.shape[0] <= RANK_WINDOW and not stage.side \
             and (current is None or current.ids is None):  # the link names its few survivors: read on them
         if probs is None:  # the floats of a full read (a softmax of the survivors alone rounds otherwise)
-            probs = torch.log_softmax(stage.scores.view(1, -1).float(), dim=-1)[0].exp()
+            probs = _log_probs(stage.scores).exp()
         return _on_survivors(probs[stage.kept], stage.kept)
     sparse = current is not None and current.ids is not None and not stage.side
     if sparse and (stage.scores is not None or probs is not stage.probs):  # a link's scores, or the draw's own
@@ -193,7 +198,7 @@ def _read(stage: Stage, current: _Read | None, probs: torch.Tensor | None) -> _R
         return _on_survivors(p, ids)
     entropy = None
     if probs is None:  # read as the engine reads the clean logits: p = exp(log_softmax), H = -sum p log p
-        log_p = torch.log_softmax(stage.scores.view(1, -1).float(), dim=-1)[0]
+        log_p = _log_probs(stage.scores)
         probs = log_p.exp()
         entropy = max(0.0, float(-torch.nansum(probs * log_p)))
     return _on_vocabulary(probs, current, stage.keeps_order and not stage.side, entropy)

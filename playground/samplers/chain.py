@@ -40,18 +40,21 @@ class TopKTopPLogitsWarper(LogitsProcessor):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         k = min(self.top_k.top_k, scores.shape[-1])
-        values = None
+
+        def reach_kth(values: torch.Tensor) -> int:  # k: no tie at the k-th score, and no higher score missed
+            return int((scores >= values[:, -1:]).sum())
+
+        self.kept, values = None, None
         if self.likely is not None and scores.shape[0] == 1 and k <= self.likely.shape[0]:
             values, order = torch.topk(scores[:, self.likely], k)
             ids = self.likely[order]
-            if int((scores >= values[:, -1:]).sum()) != k:  # a higher score elsewhere, or a tie: look everywhere
+            if reach_kth(values) != k:  # a higher score elsewhere, or a tie: look everywhere
                 values = None
         if values is None:
             values, ids = torch.topk(scores, k)
-        self.kept = None
-        if scores.shape[0] != 1 or int((scores >= values[:, -1:]).sum()) != k:  # a tie at the k-th score
-            self.top_k_scores = self.top_k(input_ids, scores)
-            return self.top_p(input_ids, self.top_k_scores)
+            if scores.shape[0] != 1 or reach_kth(values) != k:  # a tie at the k-th score
+                self.top_k_scores = self.top_k(input_ids, scores)
+                return self.top_p(input_ids, self.top_k_scores)
         removed = torch.full_like(scores, self.top_k.filter_value)
         if self.keep_top_k:
             self.top_k_scores = removed.scatter(-1, ids, values)
