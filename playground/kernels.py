@@ -23,16 +23,16 @@ count, so nothing is assumed. These compute the same y = x W^T + b from the same
                  when its layer first runs the kernel (a pass of 3-16 rows: a multi-column
                  step, a short prompt's prefill; one-column decoding alone never does).
 
-At load, each distinct weight shape is timed with each kernel at 1, 2, 4, 8, 16 and 32 rows,
-on a pool of copies larger than the CPU's last-level cache (a model's weights stream from
+At load, each distinct weight shape is timed with each kernel at 1, 2, 4, 8, 16, 32, 48 and 64 rows
+(48-64: the shared batch of several sessions), on a pool of copies larger than the CPU's last-level cache (a model's weights stream from
 memory once per step; a warm single matrix would flatter the kernels that reuse cache). The
 fastest is kept per (shape, rows) and the table cached per machine, torch version, model and
 instruction cap (``ISA_LIMITS``);
-a row count between two measured ones takes the next one up's, and above 32 rows (a long
+a row count between two measured ones takes the next one up's, and above 64 rows (a long
 prompt's chunks) stock runs. The weights stay ordinary dense tensors, so the model is still a
 plain transformers model (``generate``, state dicts, other devices).
 
-``PLAYGROUND_KERNELS=stock``, ``onednn`` or ``weight_left`` (that kernel at 1-32 rows) or ``auto``
+``PLAYGROUND_KERNELS=stock``, ``onednn`` or ``weight_left`` (that kernel at 1-64 rows) or ``auto``
 (the default: measured, ``packed`` included within the budget).
 """
 from __future__ import annotations
@@ -50,13 +50,13 @@ import torch.nn.functional as F
 from .errors import PlaygroundError
 from .progress import say
 
-MEASURED_ROWS = (1, 2, 4, 8, 16, 32)
+MEASURED_ROWS = (1, 2, 4, 8, 16, 32, 48, 64)
 REPEATS = 1
 POOL_BYTES = 40 * 2**20  # weights timed per shape: more than a 36 MB last-level cache
 MAX_COPIES = 128  # ... of one small shape (a model's small layers share the cache with its big ones)
 PACK_ROWS = 8  # MKL packs a weight for one row count: a call takes that many rows, the last padded
 PACKED_MAX_ROWS = 16  # more rows stream the weight more times: other kernels win
-TABLE_VERSION = 8  # part of the cache file name: tables measured another way are measured again
+TABLE_VERSION = 9  # part of the cache file name: tables measured another way are measured again
 # settings that cap the instructions torch's kernels use: a capped run has a table of its own
 ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
@@ -201,7 +201,7 @@ def kernel_table(layers: list[torch.nn.Linear], model_name: str, cache: Path | N
 
 def choose_linear_kernels(model: Any, model_name: str,
                           cache: Path | None = None) -> tuple[dict[str, dict[int, str]], list[tuple[Any, dict]]]:
-    """The kernel that measured fastest for each CPU float32 nn.Linear's shape at each row count 1-32
+    """The kernel that measured fastest for each CPU float32 nn.Linear's shape at each row count 1-64
     (``packed`` only for the shapes within the memory budget): ({shape: {rows: kernel name}},
     [(layer, {rows: kernel}) for every layer, only its non-stock row counts]). Changes no layer:
     ``model_changes.use_measured_kernels`` gives the layers their kernels."""
@@ -276,5 +276,5 @@ def packed_bytes(model: Any) -> int:
 
 
 def _fill_rows(measured: dict[int, str]) -> dict[int, str]:
-    """The kernel of each row count 1..32: each takes the next measured count's (3 -> 4)."""
+    """The kernel of each row count 1..64: each takes the next measured count's (3 -> 4)."""
     return {r: measured[min(m for m in MEASURED_ROWS if m >= r)] for r in range(1, MEASURED_ROWS[-1] + 1)}

@@ -73,3 +73,19 @@ def test_runs_decode_the_same_tokens_through_the_growing_cache(real_lm, monkeypa
     for g, p in zip(growing.columns, plain.columns):
         assert g.tokens == p.tokens
         assert [round(r.entropy, 5) for r in g.rows] == [round(r.entropy, 5) for r in p.rows]
+
+
+def test_a_re_index_selects_into_a_buffer_the_next_update_writes_into(tiny_llama):
+    config = tiny_llama.model.config
+    cache = growing_cache(config, capacity_limit=64)
+    layer = cache.layers[0]
+    keys, values = torch.randn(3, 2, 6, 4), torch.randn(3, 2, 6, 4)
+    layer.update(keys, values)
+    layer.batch_select_indices(torch.tensor([2, 0, 0]))
+    assert torch.equal(layer.keys, keys[[2, 0, 0]]) and torch.equal(layer.values, values[[2, 0, 0]])
+    selected = layer.keys.data_ptr()
+    assert selected == layer.key_buffer.data_ptr() and layer.key_buffer.shape[2] > 6  # room to grow
+    new_keys = torch.randn(3, 2, 1, 4)
+    layer.update(new_keys, torch.randn(3, 2, 1, 4))
+    assert layer.keys.data_ptr() == selected  # written in place: no second copy
+    assert torch.equal(layer.keys[:, :, :6], keys[[2, 0, 0]]) and torch.equal(layer.keys[:, :, 6:], new_keys)

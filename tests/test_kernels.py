@@ -33,11 +33,13 @@ def kernels_restored(model):
 
 
 def test_rows_between_measured_counts_follow_the_next_measured_count():
-    measured = {1: "stock", 2: "onednn", 4: "weight_left", 8: "packed", 16: "onednn", 32: "stock"}
+    measured = {1: "stock", 2: "onednn", 4: "weight_left", 8: "packed", 16: "onednn", 32: "stock", 48: "onednn",
+                64: "weight_left"}
     filled = kernels._fill_rows(measured)
-    assert list(filled) == list(range(1, 33))
-    assert [filled[r] for r in (1, 2, 3, 4, 5, 8, 9, 16, 17, 32)] == [
-        "stock", "onednn", "weight_left", "weight_left", "packed", "packed", "onednn", "onednn", "stock", "stock"]
+    assert list(filled) == list(range(1, 65))
+    assert [filled[r] for r in (1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 48, 49, 64)] == [
+        "stock", "onednn", "weight_left", "weight_left", "packed", "packed", "onednn", "onednn", "stock", "stock",
+        "onednn", "onednn", "weight_left", "weight_left"]
 
 
 @pytest.mark.parametrize("kernel", AVAILABLE)
@@ -62,15 +64,18 @@ def test_each_shape_and_row_count_gets_the_fastest_kernel_of_the_table(monkeypat
     table = {"8x16+b": {"1": slow_first, "2": slow_first,
                         "4": {"stock": 3.0, "onednn": 2.0, "weight_left": 1.0},
                         "8": {"stock": 3.0, "onednn": 1.0, "weight_left": 2.0},
-                        "16": slow_first, "32": slow_first},
+                        "16": slow_first, "32": slow_first, "48": slow_first,
+                        "64": {"stock": 2.0, "onednn": 1.0, "weight_left": 3.0}},
              "16x8": {str(r): slow_first for r in kernels.MEASURED_ROWS}}
     monkeypatch.setenv("PLAYGROUND_KERNELS", "auto")
     monkeypatch.setattr(kernels, "kernel_table", lambda *a: table)
     chosen = use_measured_kernels(model, "toy")
-    assert [chosen["8x16+b"][r] for r in (1, 2, 3, 4, 5, 8, 9, 32)] == [
-        "stock", "stock", "weight_left", "weight_left", "onednn", "onednn", "stock", "stock"]
+    assert [chosen["8x16+b"][r] for r in (1, 2, 3, 4, 5, 8, 9, 32, 48, 49, 64)] == [
+        "stock", "stock", "weight_left", "weight_left", "onednn", "onednn", "stock", "stock", "stock", "onednn",
+        "onednn"]
     assert type(model[0]) is MeasuredLinear and model[0].kernel_by_rows[3] is KERNELS["weight_left"]
     assert 1 not in model[0].kernel_by_rows and 40 not in model[0].kernel_by_rows  # stock: nn.Linear's own path
+    assert 65 not in model[0].kernel_by_rows  # above the measured rows: stock
     assert type(model[1]) is torch.nn.Linear  # stock at every row count: a plain layer
     assert kernels.packed_bytes(model) == 0
 
