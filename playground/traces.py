@@ -253,7 +253,9 @@ def chain_trace(step: int, clean_logits: torch.Tensor, stages: list[Stage], toke
         drawn = draws.get(r) if with_draws or s == len(row) - 1 else None
         summaries.append(StageSummary(stage.name, stage.param, distinct[r].support, distinct[r].entropy, drawn,
                                       stage.side))
-    order = sorted(tracked, key=lambda t: (-float(first.p[t]), t))
+    candidates = sorted(tracked)  # ``at``: the clean read may hold its survivors alone (a few tokens with p > 0)
+    clean_p = first.at(torch.tensor(candidates, device=first.p.device)).tolist()
+    order = [t for _, t in sorted(zip((-q for q in clean_p), candidates))]
     index = torch.tensor(order, device=first.p.device)
     p = torch.stack([read.at(index) for read in distinct])  # [distinct, tracked], each read's own dtype
     rows = torch.tensor(row)

@@ -118,6 +118,16 @@ def test_a_trace_from_the_batched_clean_window_equals_one_that_reads_the_clean_l
         assert [s.support for s in batched.stages] == [s.support for s in alone.stages]
 
 
+def test_a_clean_distribution_with_few_tokens_orders_the_tracked_ones_by_their_clean_probability():
+    logits = torch.full((100,), -math.inf)
+    logits[40:] = torch.linspace(-2.0, 3.0, 60)  # 60 tokens with p > 0: the clean read holds its survivors
+    stages: list[Stage] = []
+    probs = sampling_probs(logits, IDS, 1.0, top_k=0, top_p=0.9, stages=stages)
+    t = chain_trace(0, logits, stages, token=99, u=0.999, how=DRAW, final=probs)
+    assert t.tokens[:10] == list(range(99, 89, -1))  # the clean top-10, most likely first
+    assert t.ranks[0].tolist()[:10] == list(range(1, 11)) and t.stages[0].support == 60
+
+
 def test_ranks_count_the_more_likely_tokens_and_a_removed_one_has_none():
     stages: list[Stage] = []
     probs = sampling_probs(LOGITS, IDS, 1.0, top_k=3, stages=stages)
