@@ -24,8 +24,9 @@ count, so nothing is assumed. These compute the same y = x W^T + b from the same
                  step, a short prompt's prefill; one-column decoding alone never does).
 
 At load, each distinct weight shape is timed with each kernel at 1, 2, 4, 8, 16, 32, 48 and 64 rows
-(48-64: the shared batch of several sessions), on a pool of copies larger than the CPU's last-level cache (a model's weights stream from
-memory once per step; a warm single matrix would flatter the kernels that reuse cache). The
+(48-64: the shared batch of several sessions), on a pool of copies larger than the CPU's last-level
+cache (a model's weights stream from memory once per step; a warm single matrix would flatter the
+kernels that reuse cache). The
 fastest is kept per (shape, rows) and the table cached per machine, torch version, model and
 instruction cap (``ISA_LIMITS``);
 a row count between two measured ones takes the next one up's, and above 64 rows (a long
