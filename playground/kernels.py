@@ -26,12 +26,11 @@ count, so nothing is assumed. These compute the same y = x W^T + b from the same
 At load, each distinct weight shape is timed with each kernel at 1, 2, 4, 8, 16, 32, 48 and 64 rows
 (48-64: the shared batch of several sessions), on a pool of copies larger than the CPU's last-level
 cache (a model's weights stream from memory once per step; a warm single matrix would flatter the
-kernels that reuse cache). The
-fastest is kept per (shape, rows) and the table cached per machine, torch version, model and
-instruction cap (``ISA_LIMITS``);
-a row count between two measured ones takes the next one up's, and above 64 rows (a long
-prompt's chunks) stock runs. The weights stay ordinary dense tensors, so the model is still a
-plain transformers model (``generate``, state dicts, other devices).
+kernels that reuse cache). The fastest is kept per (shape, rows) and the table cached per machine,
+torch version, model and instruction cap (``ISA_LIMITS``); a row count between two measured ones
+takes the next one up's, and above 64 rows (a long prompt's chunks) stock runs. The weights stay
+ordinary dense tensors, so the model is still a plain transformers model (``generate``, state dicts,
+other devices).
 
 ``PLAYGROUND_KERNELS=stock``, ``onednn`` or ``weight_left`` (that kernel at 1-64 rows) or ``auto``
 (the default: measured, ``packed`` included within the budget).
