@@ -54,3 +54,17 @@ def test_a_shared_stream_lets_go_in_the_thread_that_prefilled_it(tiny_llama, mon
     assert first.step == 0 and calls == [threading.get_ident()]  # after the prefill, before the loop decodes
     runs = list(stream)
     assert runs[-1].done and calls == [threading.get_ident()] * 2  # and once more as the stream ends
+
+
+def test_loading_a_model_lets_go_of_the_loading_threads_workers_once(tiny_llama, tmp_path, monkeypatch):
+    from playground import models
+
+    tiny_llama.model.save_pretrained(tmp_path)
+    tiny_llama.tokenizer.save_pretrained(tmp_path)
+    calls = []
+    monkeypatch.setattr(models, "release_workers", lambda: calls.append(threading.get_ident()))
+    monkeypatch.setattr(models, "_loaded", {})
+    lm = models.load_model(str(tmp_path), device="cpu", dtype="float32", stock=True)
+    assert lm.model.config.num_hidden_layers == 4 and calls == [threading.get_ident()]
+    assert models.load_model(str(tmp_path), device="cpu", dtype="float32", stock=True) is lm
+    assert len(calls) == 1  # a model already loaded hands nothing over: nothing to let go
