@@ -25,7 +25,7 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Iterator, NamedTuple, Protocol
 
 import torch
 
@@ -47,6 +47,14 @@ WAITING_NOTE = "waiting for room in the shared batch"
 # a run joins only while the padded cache stays within twice its rows' real positions (plus a little):
 # a prompt as long as the context beside short runs waits, rather than padding every row to its length
 PADDING_ALLOWED, PADDING_SLACK = 2, 256
+
+
+class StepTime(NamedTuple):
+    """One step of the shared batch: its rows, its seconds, and of them those in the forward pass."""
+
+    rows: int
+    seconds: float
+    forward_seconds: float
 
 
 def max_rows(device_type: str) -> int:
@@ -120,6 +128,7 @@ class SharedBatch:
     capacity: int  # positions the cache may reach (a GrowingLayer doubles up to it)
     plan: RowPlan | None = None
     members: list[Member] = field(default_factory=list)
+    forward_seconds: float = 0.0  # the last step's forward pass
 
     @property
     def length(self) -> int:
@@ -205,9 +214,11 @@ class SharedBatch:
         tokens = torch.tensor([[rows[i].token] for i in fed], dtype=torch.long, device=lm.device)
         need_attn = any(m.run.need_attn for m in self.members)
         lm.use_attention(weights=need_attn)
+        t_pass = time.perf_counter()
         out, plan.cache = lm.forward(tokens, plan.cache, side_rows, output_attentions=need_attn, logits_to_keep=1,
                                      attention_mask=mask, position_ids=(length - pads)[:, None])
         logits = out.logits[:, -1, :].float()
+        self.forward_seconds = time.perf_counter() - t_pass
         attn = last_attention_rows(out) if need_attn else None
         for m in list(self.members):
             self._after_pass(engine, m, rows, logits, attn, t_step)
@@ -239,7 +250,7 @@ class SharedLoop:
         self.thread: threading.Thread | None = None
         self.joined = 0  # members so far: each one's ident
         self.bound = max_rows(lm.device.type)  # rows the batch holds at most (read as each run comes)
-        self.step_seconds: list[tuple[int, float]] = []  # (rows, seconds) of recent steps (bench speed reads it)
+        self.step_seconds: list[StepTime] = []  # the recent steps (bench speed reads them)
 
     def decode(self, engine: Engine, run: Run, stop: StopSignal | None, t0: float) -> Iterator[Run]:
         """The run's steps in the shared batch (its prefill done): yields it after each of its steps."""
@@ -324,7 +335,7 @@ class SharedLoop:
 
     def _after_step(self, seconds: float) -> None:
         """Record the step; runs whose columns all ended (or whose sampler code failed) leave."""
-        self.step_seconds = [*self.step_seconds[-255:], (self.batch.rows, seconds)]
+        self.step_seconds = [*self.step_seconds[-255:], StepTime(self.batch.rows, seconds, self.batch.forward_seconds)]
         for m in list(self.batch.members):
             if m.error is not None or all(c.done for c in m.run.decoding):
                 self.batch.leave(m)

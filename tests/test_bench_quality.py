@@ -280,3 +280,18 @@ def test_a_benchmark_round_is_its_runs_sample_seeded_prompt_index_1000_plus_roun
     assert seen == [(0, 3), (1000, 3)]  # one run per prompt, its rounds the samples: seed + i = round i's
     results = pd.read_csv(tmp_path / "results.csv")
     assert list(results["seed"]) == [p * 1000 + r for p in range(2) for r in range(3) for _ in range(3)]
+
+
+def test_bench_speed_sessions_reports_the_forward_passes_share_of_each_side(tiny_llama, capsys, monkeypatch):
+    import json
+
+    from playground import bench
+
+    monkeypatch.setattr(bench, "model_from_arguments", lambda args: tiny_llama)
+    monkeypatch.setattr(bench, "SAMPLERS", {name: SAMPLERS[name] for name in ("greedy", "temperature")})
+    assert main(["bench", "speed", "--quick", "--only", "sessions8_vs_one", "--json"]) == 0
+    result = json.loads(capsys.readouterr()[0])
+    for side in ("sessions8", "sessions1"):
+        assert 0 < result[f"{side}_forward_s"] < result[f"{side}_wall_s"]  # passes, and the runs' own work beside
+    assert result["sessions8_forward_vs_one"] == pytest.approx(
+        result["sessions8_forward_s"] / result["sessions1_forward_s"], rel=0.02)

@@ -74,7 +74,7 @@ def _two_runs_five_steps_apart(lm, first, second):
     run_a = a.result()
     run_b = later[0].result()
     both = run_rows_at_start(lm, first) + run_rows_at_start(lm, second)
-    assert max(rows for rows, _ in loop.step_seconds) == both  # the two shared passes
+    assert max(step.rows for step in loop.step_seconds) == both  # the two shared passes
     return solo, [tokens(run_a), tokens(run_b)], (run_a, run_b)
 
 
@@ -170,7 +170,7 @@ def test_a_prompt_that_would_pad_every_row_to_its_length_waits_for_the_batch_to_
     run_a, run_b = a.result(), later[0].result()
     assert tokens(run_a) == solo[0] and tokens(run_b) == solo[1]
     assert seen_waiting == [True] and not run_b.waiting
-    assert max(rows for rows, _ in loop.step_seconds) == 6  # the two never shared a pass
+    assert max(step.rows for step in loop.step_seconds) == 6  # the two never shared a pass
 
 
 def _wait_for(condition, seconds: float = 30.0) -> bool:
