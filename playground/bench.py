@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import threading
 import time
@@ -251,6 +252,19 @@ def concurrent_sessions(engine: Engine, specs: list[ColumnSpec], sessions: int, 
     return sum(len(c.tokens) for run in finished for c in run.decoding)
 
 
+def session_ratios(samples: dict[str, list[tuple[float, float]]]) -> dict[str, Any]:
+    """The keys of ``sessions8_vs_one`` from its interleaved (wall, forward seconds) samples of "one" and
+    "eight": the fastest run of each side, and the median of the ratios of the runs made one after the
+    other (a pair shares the machine's speed of the moment, which the fastest runs need not)."""
+    best = {k: min(v) for k, v in samples.items()}
+    return {"sessions8_vs_one": round(best["eight"][0] / best["one"][0], 3),
+            "sessions8_vs_one_paired": round(statistics.median(
+                e[0] / o[0] for o, e in zip(samples["one"], samples["eight"])), 3),
+            "sessions8_wall_s": round(best["eight"][0], 2), "sessions1_wall_s": round(best["one"][0], 2),
+            "sessions8_forward_vs_one": round(best["eight"][1] / best["one"][1], 3),
+            "sessions8_forward_s": round(best["eight"][1], 3), "sessions1_forward_s": round(best["one"][1], 3)}
+
+
 @speed_measure
 def sessions8_vs_one(engine: Engine, args) -> dict[str, Any]:
     """Wall time of eight concurrent sessions of the page's default run (the four columns, 48 tokens or
@@ -270,13 +284,7 @@ def sessions8_vs_one(engine: Engine, args) -> dict[str, Any]:
             return sum(step.forward_seconds for step in loop.step_seconds)
         return run
 
-    samples = interleaved({"one": sessions(1), "eight": sessions(SESSIONS)}, args.repeats)
-    best = {k: min(v) for k, v in samples.items()}  # (wall, forward seconds) of the fastest run
-    result: dict[str, Any] = {"sessions8_vs_one": round(best["eight"][0] / best["one"][0], 3),
-                              "sessions8_wall_s": round(best["eight"][0], 2), "sessions1_wall_s": round(best["one"][0], 2),
-                              "sessions8_forward_vs_one": round(best["eight"][1] / best["one"][1], 3),
-                              "sessions8_forward_s": round(best["eight"][1], 3),
-                              "sessions1_forward_s": round(best["one"][1], 3)}
+    result = session_ratios(interleaved({"one": sessions(1), "eight": sessions(SESSIONS)}, args.repeats))
     for rows in SHARED_STEP_ROWS:
         steps: list[float] = []
         for _ in range(args.repeats):

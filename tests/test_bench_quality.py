@@ -295,3 +295,13 @@ def test_bench_speed_sessions_reports_the_forward_passes_share_of_each_side(tiny
         assert 0 < result[f"{side}_forward_s"] < result[f"{side}_wall_s"]  # passes, and the runs' own work beside
     assert result["sessions8_forward_vs_one"] == pytest.approx(
         result["sessions8_forward_s"] / result["sessions1_forward_s"], rel=0.02)
+
+
+def test_the_sessions_ratios_take_the_fastest_runs_and_the_median_of_the_pairs():
+    from playground.bench import session_ratios
+
+    samples = {"one": [(2.0, 1.0), (4.0, 1.5), (3.0, 1.2)], "eight": [(8.0, 2.5), (9.0, 3.0), (9.0, 2.0)]}
+    result = session_ratios(samples)
+    assert result["sessions8_vs_one"] == 4.0  # 8 s over 2 s: each side's fastest run
+    assert result["sessions8_vs_one_paired"] == 3.0  # the pairs read 4, 2.25 and 3
+    assert (result["sessions8_forward_vs_one"], result["sessions8_wall_s"]) == (2.5, 8.0)  # the fastest runs: 2.5 s over 1.0 s
