@@ -218,6 +218,8 @@ class SharedBatch:
         out, plan.cache = lm.forward(tokens, plan.cache, side_rows, output_attentions=need_attn, logits_to_keep=1,
                                      attention_mask=mask, position_ids=(length - pads)[:, None])
         logits = out.logits[:, -1, :].float()
+        if logits.device.type == "cuda":  # the pass's queued work: the runs' first read would wait for it anyway
+            torch.cuda.synchronize(logits.device)
         self.forward_seconds = time.perf_counter() - t_pass
         attn = last_attention_rows(out) if need_attn else None
         for m in list(self.members):
