@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 import torch
@@ -24,6 +25,9 @@ def test_a_thread_that_ran_a_parallel_kernel_ends_its_workers_when_it_lets_go():
         torch.randn(512, 512) @ torch.randn(512, 512)  # a parallel region: this thread's pool starts
         seen["pool"] = _threads() - before
         seen["released"] = release_workers()
+        deadline = time.monotonic() + 5  # the workers end as they wake; another test's thread may end meanwhile
+        while _threads() > before and time.monotonic() < deadline:
+            time.sleep(0.01)
         seen["after"] = _threads() - before
 
     thread = threading.Thread(target=work)
@@ -31,7 +35,7 @@ def test_a_thread_that_ran_a_parallel_kernel_ends_its_workers_when_it_lets_go():
     thread.join()
     if not seen["released"]:
         pytest.skip("torch's parallel backend here is not an OpenMP runtime that can pause")
-    assert seen["pool"] >= 1 and seen["after"] == 0
+    assert seen["pool"] >= 1 and seen["after"] <= 0
 
 
 def test_letting_go_twice_and_working_again_gives_the_same_result():
