@@ -128,7 +128,6 @@ class SharedBatch:
     capacity: int  # positions the cache may reach (a GrowingLayer doubles up to it)
     plan: RowPlan | None = None
     members: list[Member] = field(default_factory=list)
-    forward_seconds: float = 0.0  # the last step's forward pass
 
     @property
     def length(self) -> int:
@@ -191,8 +190,9 @@ class SharedBatch:
         ident = row.col // COLUMN_SPAN
         return next(m for m in self.members if m.ident == ident)
 
-    def step(self, engine: Engine) -> None:
-        """One pass over every member's rows, then each member's sampler code on its own slice."""
+    def step(self, engine: Engine) -> float:
+        """One pass over every member's rows, then each member's sampler code on its own slice; returns
+        the seconds of the pass."""
         t_step = time.perf_counter()
         plan, lm = self.plan, engine.lm
         main, _, _ = plan.roles()
@@ -220,10 +220,11 @@ class SharedBatch:
         logits = out.logits[:, -1, :].float()
         if logits.device.type == "cuda":  # the pass's queued work: the runs' first read would wait for it anyway
             torch.cuda.synchronize(logits.device)
-        self.forward_seconds = time.perf_counter() - t_pass
+        forward_seconds = time.perf_counter() - t_pass
         attn = last_attention_rows(out) if need_attn else None
         for m in list(self.members):
             self._after_pass(engine, m, rows, logits, attn, t_step)
+        return forward_seconds
 
     def _after_pass(self, engine: Engine, m: Member, rows: list[Row], logits: torch.Tensor,
                     attn: torch.Tensor | None, t_step: float) -> None:
@@ -317,9 +318,9 @@ class SharedLoop:
                         break
                 t0 = time.perf_counter()
                 with self.lm.lock, torch.inference_mode():
-                    self.batch.step(engine)
+                    forward_seconds = self.batch.step(engine)
                 with self.changed:
-                    self._after_step(time.perf_counter() - t0)
+                    self._after_step(time.perf_counter() - t0, forward_seconds)
             except BaseException as exc:  # noqa: BLE001  (the pass itself failed: every member's stream raises it)
                 with self.changed:
                     self._fail_all(exc)
@@ -335,9 +336,9 @@ class SharedLoop:
         self._admit()
         return bool(self.batch.members)
 
-    def _after_step(self, seconds: float) -> None:
+    def _after_step(self, seconds: float, forward_seconds: float) -> None:
         """Record the step; runs whose columns all ended (or whose sampler code failed) leave."""
-        self.step_seconds = [*self.step_seconds[-255:], StepTime(self.batch.rows, seconds, self.batch.forward_seconds)]
+        self.step_seconds = [*self.step_seconds[-255:], StepTime(self.batch.rows, seconds, forward_seconds)]
         for m in list(self.batch.members):
             if m.error is not None or all(c.done for c in m.run.decoding):
                 self.batch.leave(m)
