@@ -10,9 +10,10 @@ prompt plus ``max_new_tokens``), so memory stays that of the cache the run asks 
 Everything else is ``DynamicLayer``'s: ``keys``/``values`` are ordinary [rows, heads, n, dim]
 tensors (views), so attention, ``crop`` and in-place edits (Phase-Slip's perturbation, the side
 rows' re-sync) work unchanged. A re-index (``batch_select_indices``: a lookahead's rows come or go)
-selects the rows straight into a fresh buffer with the same room, one copy of the cache (on the CPU;
-an accelerator's goes through a compact copy); stock's advanced indexing makes a compact copy, which
-the next update would copy again, and on a 2-core CPU it takes 4-5x longer than ``index_select``.
+copies only the rows that change, within the buffer, where it has the rows (a buffer that grows in
+rows keeps room for as many more); otherwise it selects the rows straight into a fresh buffer with
+the same room, one copy of the cache (on the CPU; an accelerator's goes through a compact copy).
+Stock's advanced indexing makes a compact copy of every row, which the next update would copy again.
 """
 from __future__ import annotations
 
@@ -31,11 +32,12 @@ class GrowingLayer(DynamicLayer):
         self.capacity_limit = capacity_limit  # positions the run can reach; None: double without a cap
         self.key_buffer = self.value_buffer = None
 
-    def _has_room(self, buffer: torch.Tensor | None, view: torch.Tensor, needed: int) -> bool:
-        """``view`` is still the head of ``buffer`` (no re-index replaced it) and ``needed`` positions fit."""
+    def _has_room(self, buffer: torch.Tensor | None, view: torch.Tensor, needed: int, rows: int = 0) -> bool:
+        """``view`` is still the head of ``buffer`` (no re-index replaced it), ``needed`` positions fit, and
+        ``rows`` rows (default: the view's)."""
         return (buffer is not None and view.dim() == 4 and view.data_ptr() == buffer.data_ptr()
-                and view.shape[:2] == buffer.shape[:2] and view.stride() == buffer.stride()
-                and buffer.shape[2] >= needed)
+                and view.shape[1] == buffer.shape[1] and view.stride() == buffer.stride()
+                and buffer.shape[0] >= max(rows, view.shape[0]) and buffer.shape[2] >= needed)
 
     def _capacity(self, needed: int) -> int:
         return 2 * needed if self.capacity_limit is None else max(needed, min(2 * needed, self.capacity_limit))
@@ -46,25 +48,50 @@ class GrowingLayer(DynamicLayer):
             buffer[:, :, :old.shape[2]] = old
         return buffer
 
-    def _selected(self, buffer: torch.Tensor | None, view: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """A fresh buffer (the old one's room, or room to grow) whose head holds ``view``'s rows ``indices``."""
-        length = view.shape[2]
+    def _selected(self, buffer: torch.Tensor | None, view: torch.Tensor, indices: torch.Tensor,
+                  moved: torch.Tensor) -> torch.Tensor:
+        """A buffer whose head holds ``view``'s rows ``indices``: ``buffer`` itself, its rows ``moved`` (those
+        that change) written from a copy of their sources, where it has the rows and room for one more
+        position; else a fresh one (the old room or room to grow; rows for as many more as are added)."""
+        rows, length = indices.shape[0], view.shape[2]
+        if self._has_room(buffer, view, length + 1, rows):
+            if moved.numel():
+                buffer[:rows, :, :length][moved] = view.index_select(0, indices[moved])
+            return buffer
         capacity = buffer.shape[2] if self._has_room(buffer, view, length + 1) else self._capacity(length + 1)
-        selected = view.new_empty((indices.shape[0], view.shape[1], capacity, view.shape[3]))
+        spare = rows - view.shape[0] if view.shape[0] > 1 else 0  # a lookahead that came may come again
+        selected = view.new_empty((rows + max(0, spare), view.shape[1], capacity, view.shape[3]))
         if view.is_cpu:
-            torch.index_select(view, 0, indices, out=selected[:, :, :length])
+            torch.index_select(view, 0, indices, out=selected[:rows, :, :length])
         else:  # an accelerator's index_select may not write into a strided view: a compact copy, then in
-            selected[:, :, :length] = view.index_select(0, indices)
+            selected[:rows, :, :length] = view.index_select(0, indices)
         return selected
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """Keep the rows ``indices``, in that order: one copy, into a buffer the next update writes into."""
+        """Keep the rows ``indices``, in that order, in a buffer the next update writes into."""
         if not self.get_seq_length() or self.keys.dim() != 4:
             return super().batch_select_indices(indices)
-        length = self.keys.shape[2]
-        self.key_buffer = self._selected(self.key_buffer, self.keys, indices)
-        self.value_buffer = self._selected(self.value_buffer, self.values, indices)
-        self.keys, self.values = self.key_buffer[:, :, :length], self.value_buffer[:, :, :length]
+        rows, length = indices.shape[0], self.keys.shape[2]
+        moved = torch.nonzero(indices != torch.arange(rows, device=indices.device)).flatten()
+        self.key_buffer = self._selected(self.key_buffer, self.keys, indices, moved)
+        self.value_buffer = self._selected(self.value_buffer, self.values, indices, moved)
+        self.keys, self.values = self.key_buffer[:rows, :, :length], self.value_buffer[:rows, :, :length]
+
+    def append_rows(self, keys: torch.Tensor, values: torch.Tensor, spare_rows: int = 0) -> None:
+        """``keys``/``values`` [rows, heads, n, dim] (this layer's length) as rows after this layer's, in one
+        buffer with room for ``spare_rows`` more rows and for the positions to come: one copy of each row."""
+        rows, length = self.keys.shape[0], self.keys.shape[2]
+        total = rows + keys.shape[0]
+        if self._has_room(self.key_buffer, self.keys, length):  # rows joined before, whose first step is to come
+            spare_rows += self.key_buffer.shape[0] - rows
+        buffers = []
+        for view, new in ((self.keys, keys), (self.values, values)):
+            buffer = view.new_empty((total + spare_rows, view.shape[1], self._capacity(length + 1), view.shape[3]))
+            buffer[:rows, :, :length] = view
+            buffer[rows:total, :, :length] = new
+            buffers.append(buffer)
+        self.key_buffer, self.value_buffer = buffers
+        self.keys, self.values = self.key_buffer[:total, :, :length], self.value_buffer[:total, :, :length]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,9 +104,10 @@ class GrowingLayer(DynamicLayer):
         if not room:
             self.key_buffer = self._grow(self.keys, key_states, end)
             self.value_buffer = self._grow(self.values, value_states, end)
-        self.key_buffer[:, :, start:end] = key_states
-        self.value_buffer[:, :, start:end] = value_states
-        self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+        rows = key_states.shape[0]
+        self.key_buffer[:rows, :, start:end] = key_states
+        self.value_buffer[:rows, :, start:end] = value_states
+        self.keys, self.values = self.key_buffer[:rows, :, :end], self.value_buffer[:rows, :, :end]
         return self.keys, self.values
 
 

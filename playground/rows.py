@@ -11,7 +11,9 @@ All rows share one length (every row grows by one token per step): no padding, n
 run. The shared loop (shared_loop.py) lays one RowPlan over many runs' rows, their cache left-padded
 to one length, and gives the pass the padding mask itself. The cache rows are re-indexed (each
 layer's batch_select_indices) only when the layout changes: a column ends, a side row appears, a
-lookahead starts or ends.
+lookahead starts or ends. A row that continues one of the last layout keeps its place, new rows take
+the places of rows that went, and the last rows fill what is left (``_placed``): a re-index copies
+the rows that changed, not every row after them (a growing cache copies no others, cache.py).
 
 Where side rows join. A side row differs from its clean row only from the lowest layer its
 sampler changes (``RowRequest.side_layer``; Phase-Slip's lowest perturbed layer). Where the model
@@ -92,7 +94,31 @@ class RowPlan:
                     rows.append(Row(q.col, "side", i, q.token, j, min(old.dirty_from, length - 1), q.side_layer))
                 else:  # a fresh copy of the clean row
                     rows.append(Row(q.col, "side", q.source, q.token, j, length, q.side_layer))
-        return rows
+        return self._placed(rows, {i for i, _ in old_sides.values()})
+
+    def _placed(self, rows: list[Row], kept_sides: set[int]) -> list[Row]:
+        """``rows`` in the places that move the fewest cache rows: a main row, a kept side row and a lookahead's
+        first candidate stay where the row they continue was; the other rows take the places of rows that
+        went, in order; a row left past the new end moves into the last place still free."""
+        staying: dict[int, Row] = {}
+        others: list[Row] = []
+        for r in rows:
+            continues = r.kind == "main" or (r.kind == "cand" and r.index == 0) or \
+                (r.kind == "side" and r.source in kept_sides)
+            if continues and r.source not in staying:
+                staying[r.source] = r
+            else:
+                others.append(r)
+        placed: list[Row | None] = [None] * len(rows)
+        for place, r in staying.items():
+            if place < len(rows):
+                placed[place] = r
+            else:
+                others.append(r)
+        free = iter(i for i, r in enumerate(placed) if r is None)
+        for r in others:
+            placed[next(free)] = r
+        return placed
 
     @staticmethod
     def _join_layer(rows: list[Row]) -> int:
@@ -185,4 +211,7 @@ class RowPlan:
                 sides.setdefault(r.col, []).append(i)
             else:
                 cands.setdefault(r.col, []).append(i)
+        for by_col in (sides, cands):  # in side-row or candidate order, wherever their rows are placed
+            for idx in by_col.values():
+                idx.sort(key=lambda i: self.layout[i].index)
         return main, sides, cands

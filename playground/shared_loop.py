@@ -98,8 +98,7 @@ class Member:
     t0: float  # when its stream started (the run's elapsed_s counts from it)
     rows: int  # main and side rows it holds (``run_rows``), counted against the bound
     pad: int = 0  # leading padding positions of its rows in the shared cache
-    first: int = 0  # its first row in the layout of the last pass (its prefill row, after it joins)
-    count: int = 0  # its rows in that layout
+    places: list[int] = field(default_factory=list)  # its rows in the layout of the last pass (at first: its prefill row)
     view: RowPlan | None = None  # its rows alone (its own column numbers): what its sampler code reads
     steps: int = 0  # steps the loop has done for it
     seen: int = 0  # of them, those its stream has yielded and been resumed after
@@ -152,11 +151,15 @@ class SharedBatch:
             grow = max(0, own - self.length)  # the joining prompt is the longest: every row gets more padding
             member.pad = max(0, self.length - own)
             for shared, mine in zip(self.plan.cache.layers, cache.layers):
-                shared.keys = torch.cat([left_padded(shared.keys, grow), left_padded(mine.keys, member.pad)])
-                shared.values = torch.cat([left_padded(shared.values, grow), left_padded(mine.values, member.pad)])
+                shared.keys, shared.values = left_padded(shared.keys, grow), left_padded(shared.values, grow)
+                keys, values = left_padded(mine.keys, member.pad), left_padded(mine.values, member.pad)
+                if hasattr(shared, "append_rows"):  # a GrowingLayer: room for the rows its first step adds
+                    shared.append_rows(keys, values, spare_rows=member.rows - 1)
+                else:
+                    shared.keys, shared.values = torch.cat([shared.keys, keys]), torch.cat([shared.values, values])
             self.shift(grow)
             self.plan.layout.append(prefill_row)
-        member.first, member.count = len(self.plan.layout) - 1, 1
+        member.places = [len(self.plan.layout) - 1]
         member.view = RowPlan(self.plan.cache)
         member.run.plan = member.view
         self.members.append(member)
@@ -201,9 +204,8 @@ class SharedBatch:
         rows = plan.next_rows(requests)
         plan.move_to(rows)
         owners = [self.member_of(r) for r in rows]
-        for m in self.members:  # rows come in request order: each member's are contiguous
-            mine = [i for i, owner in enumerate(owners) if owner is m]
-            m.first, m.count = (mine[0], len(mine)) if mine else (0, 0)
+        for m in self.members:  # a member's rows, in layout order (rows keep their places: not contiguous)
+            m.places = [i for i, owner in enumerate(owners) if owner is m]
         for i in plan.side_rows():
             m = owners[i]
             engine.perturb_side_row(m.run, plan, i, m.run.decoding[rows[i].col - m.offset], m.pad)
@@ -229,14 +231,18 @@ class SharedBatch:
     def _after_pass(self, engine: Engine, m: Member, rows: list[Row], logits: torch.Tensor,
                     attn: torch.Tensor | None, t_step: float) -> None:
         """``m``'s columns decide from its rows (its attention on its own positions); a failure is its own."""
-        mine = slice(m.first, m.first + m.count)
+        places = m.places
+        contiguous = places == list(range(places[0], places[0] + len(places))) if places else True
+        mine = slice(places[0], places[0] + len(places)) if places and contiguous else \
+            torch.tensor(places, dtype=torch.long, device=logits.device)  # a gather: a copy of its rows alone
+        own_rows = [rows[i] for i in places]
         m.view.cache = self.plan.cache
-        m.view.layout = [dataclasses.replace(r, col=r.col - m.offset) for r in rows[mine]]
+        m.view.layout = [dataclasses.replace(r, col=r.col - m.offset) for r in own_rows]
         try:
-            engine.after_pass(m.run, logits[mine], attn[mine, ..., m.pad:] if m.run.need_attn else None, t_step)
+            engine.after_pass(m.run, logits[mine], attn[mine][..., m.pad:] if m.run.need_attn else None, t_step)
         except Exception as exc:  # noqa: BLE001  (its stream raises it; the other runs go on)
             m.error = exc
-        for shared, own in zip(rows[mine], m.view.layout):
+        for shared, own in zip(own_rows, m.view.layout):
             shared.kind = own.kind  # a lookahead's chosen candidate continues as its column's main row
         m.run.elapsed_s = time.perf_counter() - m.t0
         m.steps += 1

@@ -143,12 +143,18 @@ def test_side_rows_joining_at_a_layer_are_held_from_that_layer_on_only():
     for layer in plan.cache.layers:  # the forward appends a position to every row each layer holds
         layer.keys, layer.values = (torch.cat([t, t[:, :, -1:]], 2) for t in (layer.keys, layer.values))
     kept = plan.next_rows([RowRequest(col=1, source=1, token=4, side_rows=1, side_layer=1)])  # column 0 ended
-    assert [(r.kind, r.source, r.dirty_from) for r in kept] == [("main", 1, None), ("side", 2, 3)]
+    # the main row keeps its place; the side row, past the new end, moves into the place column 0 left
+    assert [(r.kind, r.source, r.dirty_from) for r in kept] == [("side", 2, 3), ("main", 1, None)]
+    side_values = plan.cache.layers[1].values[2].clone()
     plan.move_to(kept)
     assert [layer.keys.shape[0] for layer in plan.cache.layers] == [1, 2]
-    assert torch.equal(plan.cache.layers[1].values[1], plan.cache.layers[1].values[0])  # re-synced from its clean row
-    assert plan.pass_rows()[1].sources.tolist() == [0, 0]
-    whole = plan.next_rows([RowRequest(col=1, source=0, token=4, side_rows=1, side_layer=0)])
-    assert whole[1].source == 0  # a join lower than the held side row's: a fresh copy of the clean row
-    plan.move_to(whole)
+    assert torch.equal(plan.cache.layers[1].values[0], plan.cache.layers[1].values[1])  # re-synced from its clean row
+    assert torch.equal(plan.cache.layers[1].values[0, :, :3], side_values[:, :3])  # the side row's own cache, moved
+    fed, join = plan.pass_rows()
+    assert fed == [1] and join.sources.tolist() == [0, 0]  # both rows continue the one fed row
+    main, sides, _ = plan.roles()
+    assert main == {1: 1} and sides == {1: [0]}
+    whole = plan.next_rows([RowRequest(col=1, source=main[1], token=4, side_rows=1, side_layer=0)])
+    assert [(r.kind, r.source) for r in whole] == [("side", 1), ("main", 1)]  # a join lower than the held side
+    plan.move_to(whole)  # row's: a fresh copy of the clean row, in the place the old side row had
     assert [layer.keys.shape[0] for layer in plan.cache.layers] == [2, 2] and plan.pass_rows() == ([0, 1], None)
