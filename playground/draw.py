@@ -21,8 +21,15 @@ def draw_from_cdf(cdf: torch.Tensor, probs: torch.Tensor, u: float) -> int:
     return index
 
 
-def draw(probs: torch.Tensor, u: float) -> int:
-    """Inverse-CDF draw: the first token whose cumulative probability exceeds u * total."""
+def draw(probs: torch.Tensor, u: float, support: torch.Tensor | None = None) -> int:
+    """Inverse-CDF draw: the first token whose cumulative probability exceeds u * total.
+
+    ``support``: ids, ascending, outside which ``probs`` is 0; the CDF over them alone has the same
+    floats at them (a zero adds nothing to a running sum), so the same token, without a pass over V.
+    """
+    if support is not None:
+        kept = probs[support].detach().to("cpu", torch.float64)
+        return int(support[draw_from_cdf(torch.cumsum(kept, dim=0), kept, u)])
     probs = probs.detach().to("cpu", torch.float64)
     return draw_from_cdf(torch.cumsum(probs, dim=0), probs, u)
 

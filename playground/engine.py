@@ -316,14 +316,14 @@ class Engine:
             # one draw per step, always, on the CPU generator
             u = float(torch.rand((), generator=col.generator, dtype=torch.float64, device="cpu"))
             record = StepRecord(clean=clean, params=dict(decision.params), signals=dict(decision.signals),
-                                drawn_from=decision.probs,  # drawn_from None: a deterministic choice
+                                drawn_from=decision.probs, support=decision.support,  # None: a deterministic choice
                                 u=u, own_choice=decision.token is not None, stages=decision.stages,
                                 logits=view.logits if trace else None)
             if decision.candidates:
                 record.candidates = list(decision.candidates)
                 col.lookahead = record
                 continue
-            token = decision.token if decision.token is not None else draw(decision.probs, u)
+            token = decision.token if decision.token is not None else draw(decision.probs, u, decision.support)
             self._emit(run, col, record, token, step_ms)
 
     def _observe(self, run: Run, rows: list[int], logits, attn) -> list[CleanStep]:
@@ -365,7 +365,7 @@ class Engine:
         col.tokens.append(token)
         if col.sample == 0:  # where columns part is a question about the shown sample
             run.note_token(run.columns.index(col))
-        view = sampler_view(record.drawn_from, token, clean.top_ids)
+        view = sampler_view(record.drawn_from, token, clean.top_ids, record.support)
         logprob = float(stats.log_probs[0, token])
         extra = {k: v for k, v in signals.items() if k not in SIGNAL_FIELDS}
         extra.update(col.sampler.update(token, view.prob))  # a sampler with feedback (mirostat) moves now

@@ -101,6 +101,7 @@ class StepRecord:
     params: dict[str, Any]  # the sampling parameters in force
     signals: dict[str, Any]  # the sampler's telemetry (fusion_alpha, state, ...)
     drawn_from: torch.Tensor | None  # the distribution drawn from; None: a deterministic choice
+    support: torch.Tensor | None = None  # ids outside which drawn_from is 0 (None: not known; read it all)
     candidates: list[int] | None = None  # a lookahead: tokens fed as rows next pass, one chosen after
     u: float = 0.0  # the column's uniform number at this step
     own_choice: bool = False  # the sampler chose the token itself (argmax, best of n), not the draw at u

@@ -106,16 +106,18 @@ class SamplerView:
     top_probs: list[float]  # q of each of the clean top-k alternatives
 
 
-def sampler_view(probs: torch.Tensor | None, token: int, top_ids: list[int]) -> SamplerView:
-    """q = probs / sum(probs) at ``token``, its entropy and support; ``probs`` None: a point mass on ``token``."""
+def sampler_view(probs: torch.Tensor | None, token: int, top_ids: list[int],
+                 support: torch.Tensor | None = None) -> SamplerView:
+    """q = probs / sum(probs) at ``token``, its entropy and support; ``probs`` None: a point mass on ``token``.
+    ``support``: ids outside which ``probs`` is 0 (Decision.support): read on them alone."""
     if probs is None:
         return SamplerView(1.0, 0.0, 1, [1.0 if i == token else 0.0 for i in top_ids])
-    q = wide(probs)
+    q = wide(probs if support is None else probs[support])
     total = q.sum()
     kept = q[q > 0] / total  # the kept tokens alone: the same floats as dividing the whole vocabulary
     entropy = float(-(kept * kept.log()).sum())
-    ids = torch.tensor([token, *top_ids], device=q.device)
-    at = (q[ids] / total).tolist()
+    ids = torch.tensor([token, *top_ids], device=probs.device)
+    at = (wide(probs[ids]) / total).tolist()
     return SamplerView(at[0], max(0.0, entropy), int(kept.shape[0]), at[1:])
 
 

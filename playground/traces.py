@@ -28,6 +28,9 @@ from .samplers.base import Stage
 TRACKED_CLEAN = 10  # the clean distribution's most likely tokens, always tracked
 TOP_PER_STAGE = 5  # ... and each stage's most likely ones
 RANK_WINDOW = 64  # ranks read from each stage's top-64; a tracked token below it is counted in full
+CLEAN_WINDOW = 128  # the clean distribution's most likely tokens read in the engine's batch: where later stages'
+# most likely tokens are looked for first (and a sampler's top-k, StepView.likely)
+SURVIVORS = 1024  # a link that names at most this many survivors (top-k's) has its stage read on them alone
 
 DRAW, OWN, LOOKAHEAD = "draw", "own", "lookahead"  # how the token was chosen
 
@@ -94,7 +97,7 @@ class ChainTrace:
 
 @dataclass
 class CleanWindow:
-    """A clean distribution's support and its RANK_WINDOW most likely tokens, read for a batch of rows at once."""
+    """A clean distribution's support and its CLEAN_WINDOW most likely tokens, read for a batch of rows at once."""
 
     support: int | None  # None: not counted (a run without traces)
     values: torch.Tensor  # probabilities, descending
@@ -103,7 +106,7 @@ class CleanWindow:
 
 def clean_windows(probs: torch.Tensor, count_support: bool = True) -> list[CleanWindow]:
     """The CleanWindow of each row of ``probs`` [R, V], from one top-k and one count over the batch."""
-    values, ids = torch.topk(probs, min(RANK_WINDOW, probs.shape[-1]))
+    values, ids = torch.topk(probs, min(CLEAN_WINDOW, probs.shape[-1]))
     support = torch.count_nonzero(probs, dim=-1).tolist() if count_support else [None] * probs.shape[0]
     return [CleanWindow(n, v, i) for n, v, i in zip(support, values, ids)]
 
@@ -111,11 +114,11 @@ def clean_windows(probs: torch.Tensor, count_support: bool = True) -> list[Clean
 @dataclass
 class _Read:
     """One distinct distribution of a trace, read once: on the whole vocabulary (``ids`` None) or, once
-    the chain has cut it to at most RANK_WINDOW tokens, on its survivors (``ids``, in vocabulary order)."""
+    the chain has cut it to a few tokens, on its survivors (``ids``, in vocabulary order)."""
 
     p: torch.Tensor  # [V], or [survivors] aligned with ids
     ids: torch.Tensor | None
-    values: torch.Tensor  # the most likely probabilities, descending (at most RANK_WINDOW)
+    values: torch.Tensor  # the most likely probabilities, descending (RANK_WINDOW of them; on survivors, all)
     top: torch.Tensor  # their token ids
     support: int
     entropy: float
@@ -152,8 +155,9 @@ def _on_survivors(p: torch.Tensor, ids: torch.Tensor) -> _Read:
 
 def _on_vocabulary(p: torch.Tensor, before: _Read | None, keeps_order: bool,
                    entropy: float | None = None, window: CleanWindow | None = None) -> _Read:
-    """A distribution over the whole vocabulary. ``keeps_order``: a temperature or a cut from the top, so
-    its most likely tokens are among ``before``'s (checked, not assumed) and no second top-k is needed.
+    """A distribution over the whole vocabulary. Its most likely tokens are looked for among ``before``'s
+    (the same ones for a temperature or a cut from the top, ``keeps_order``; near them for a mixture or a
+    penalty): checked, not assumed, so a second top-k over the vocabulary is needed only when they are not.
     ``window``: its support and most likely tokens, read already (the engine's batch of clean rows)."""
     if window is not None and window.support is not None and window.support > RANK_WINDOW:
         return _Read(p, None, window.values, window.ids, window.support, entropy_nats(p) if entropy is None else entropy)
@@ -166,9 +170,9 @@ def _on_vocabulary(p: torch.Tensor, before: _Read | None, keeps_order: bool,
             ids = torch.nonzero(p).flatten()
         return _on_survivors(p[ids], ids)
     values = None
-    if reuse and before.top.shape[0] == RANK_WINDOW:
+    if before is not None and before.ids is None and before.top.shape[0] >= RANK_WINDOW:
         values, order = torch.sort(p[before.top], descending=True, stable=True)
-        top = before.top[order]
+        values, top = values[:RANK_WINDOW], before.top[order[:RANK_WINDOW]]
         if int(torch.count_nonzero(p >= values[-1])) != RANK_WINDOW:  # a tie at the edge, or not the top
             values = None
     if values is None:
@@ -186,10 +190,10 @@ def _read(stage: Stage, current: _Read | None, probs: torch.Tensor | None) -> _R
     was given at p = 0, so after a cut to a few survivors only they are read. None: as it was."""
     if probs is None and stage.scores is None:
         return None
-    if stage.kept is not None and stage.kept.shape[0] <= RANK_WINDOW and not stage.side \
+    if stage.kept is not None and stage.kept.shape[0] <= SURVIVORS and not stage.side \
             and (current is None or current.ids is None):  # the link names its few survivors: read on them
-        if probs is None:  # the floats of a full read (a softmax of the survivors alone rounds otherwise)
-            probs = _log_probs(stage.scores).exp()
+        if probs is None:  # a softmax of the survivors' scores alone: a full read's up to float rounding
+            return _on_survivors(torch.softmax(stage.scores[stage.kept].view(1, -1).float(), dim=-1)[0], stage.kept)
         return _on_survivors(probs[stage.kept], stage.kept)
     sparse = current is not None and current.ids is not None and not stage.side
     if sparse and (stage.scores is not None or probs is not stage.probs):  # a link's scores, or the draw's own

@@ -47,8 +47,9 @@ def recorded_draws() -> Iterator[list[float]]:
     margins: list[float] = []
     real = engine.draw
 
-    def draw(probs: torch.Tensor, u: float) -> int:
-        token = real(probs, u)
+    def draw(probs: torch.Tensor, u: float, support: torch.Tensor | None = None) -> int:
+        token = real(probs, u, support)
+        assert support is None or token == real(probs, u), "the draw on the support is the draw on the vocabulary's"
         p = probs.detach().to("cpu", torch.float64)
         cdf = torch.cumsum(p, 0) / p.sum()
         low = float(cdf[token - 1]) if token > 0 else 0.0

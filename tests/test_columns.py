@@ -10,6 +10,7 @@ import torch
 from playground import cli
 from playground.columns import (PRESETS, ColumnSpec, check_columns, column_labels, columns_from_json, parse_column,
                                 parse_sweep, preset, split_top_level, sweep)
+from playground.draw import draw
 from playground.engine import Engine, RunOptions, branch
 from playground.samplers import PlaygroundError, SettingsError
 from playground.samplers.temperature import sample_decision
@@ -55,6 +56,21 @@ def test_support_is_what_top_k_top_p_and_min_p_kept():
                                                            < 0.5).sum()) + 1)):
         decision = sample_decision(logits, torch.tensor([0]), {}, temperature=1.0, **kwargs)
         assert sampler_view(decision.probs, int(logits.argmax()), [0]).support == kept, kwargs
+
+
+def test_the_draw_and_the_view_on_a_decisions_support_are_those_on_the_whole_vocabulary():
+    logits = torch.randn(49152, generator=torch.Generator().manual_seed(5)) * 3
+    decision = sample_decision(logits, torch.tensor([0]), {}, temperature=0.8, top_k=40, top_p=0.92)
+    assert decision.support.tolist() == sorted(torch.topk(logits, 40).indices.tolist())  # top-k's survivors
+    assert bool((decision.probs[decision.support].sum() - decision.probs.sum()).abs() < 1e-6)
+    for u in torch.linspace(0.0, 1.0 - 1e-12, 257, dtype=torch.float64).tolist():
+        assert draw(decision.probs, u, decision.support) == draw(decision.probs, u), u  # the CDF's floats alike
+    top = torch.topk(decision.probs, 6).indices.tolist()
+    alone, whole = (sampler_view(decision.probs, top[0], top[1:], support) for support in (decision.support, None))
+    assert alone.support == whole.support and alone.prob == pytest.approx(whole.prob, rel=1e-12)
+    assert alone.entropy == pytest.approx(whole.entropy, rel=1e-12)
+    assert alone.top_probs == pytest.approx(whole.top_probs, rel=1e-12)
+    assert sample_decision(logits, torch.tensor([0]), {}, temperature=0.8, top_k=0, top_p=0.92).support is None
 
 
 def test_a_deterministic_choice_is_a_point_mass():

@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from unittest import mock
 from urllib.parse import parse_qsl
 
 import pytest
@@ -20,7 +21,7 @@ from playground.samplers.base import Stage
 from playground.samplers.temperature import (DEFAULT_ORDER, LINKS, TEMPERATURE_LAST, TemperatureSampler,
                                              chain_order, sampling_probs)
 from playground.telemetry import distribution_stats
-from playground.traces import DRAW, OWN, chain_trace, clean_windows
+from playground.traces import CLEAN_WINDOW, DRAW, OWN, chain_trace, clean_windows
 
 LOGITS = torch.tensor([3.0, 2.6, 2.1, 1.2, 0.4, 0.0, -0.7, -2.0])
 IDS = torch.tensor([0])
@@ -81,7 +82,8 @@ def test_each_stage_of_a_fixed_chain_equals_a_hand_computation_and_the_last_is_t
                                    dict(temperature=0.8, min_p=0.02), dict(temperature=1.0, top_k=0)])
 def test_a_large_vocabulary_trace_reads_every_stage_as_a_full_read_would(chain):
     """The shortcuts (a few survivors read alone, a temperature's top tokens taken from the stage before)
-    give each stage's support, entropy, tracked probabilities and ranks as a read of all 49,152 would."""
+    give each stage's support, entropy, tracked probabilities and ranks as a read of all 49,152 would, up to
+    float rounding (a rank within the ranks of its probability's rounding)."""
     logits = torch.randn(49152, generator=torch.Generator().manual_seed(3)) * 3
     logits[7] = logits[9] = float(logits.max()) + 1  # a tie among the most likely tokens
     stages: list[Stage] = []
@@ -95,8 +97,9 @@ def test_a_large_vocabulary_trace_reads_every_stage_as_a_full_read_would(chain):
         exact = torch.softmax(scores.double(), -1)
         assert t.stages[s].entropy == pytest.approx(float(-torch.special.xlogy(exact, exact).sum()), rel=2e-5)
         assert t.probs[s].tolist() == pytest.approx(read[index].tolist(), rel=1e-6, abs=1e-12)
-        ranks = [1 + int((read > q).sum()) if q > 0 else 0 for q in t.probs[s].float()]
-        assert t.ranks[s].tolist() == ranks, t.stages[s].name
+        for q, rank in zip(t.probs[s].float(), t.ranks[s].tolist()):  # a read on survivors rounds its own way:
+            low, high = 1 + int((read > q * (1 + 1e-6)).sum()), 1 + int((read > q * (1 - 1e-6)).sum())
+            assert (rank == 0) if q == 0 else low <= rank <= high, t.stages[s].name  # ranks as a full read's then
         assert t.stages[s].draw == playground.engine.draw(read, 0.3), t.stages[s].name
     assert torch.equal(t.probs[-1], probs[index].double())
 
@@ -106,7 +109,7 @@ def test_a_trace_from_the_batched_clean_window_equals_one_that_reads_the_clean_l
     logits[1, 11] = logits[1, 12] = float(logits[1].max()) + 1  # a tie at the top
     stats = distribution_stats(logits)
     for row, window in enumerate(clean_windows(stats.probs)):
-        assert window.support == 49152 and window.values.shape == (64,)
+        assert window.support == 49152 and window.values.shape == (CLEAN_WINDOW,)
         stages: list[Stage] = []
         probs = sampling_probs(logits[row], IDS, 0.8, top_k=40, top_p=0.9, stages=stages)
         token = playground.engine.draw(probs, 0.4)
@@ -116,6 +119,25 @@ def test_a_trace_from_the_batched_clean_window_equals_one_that_reads_the_clean_l
         assert batched.tokens == alone.tokens and torch.equal(batched.ranks, alone.ranks)
         assert torch.allclose(batched.probs, alone.probs, rtol=1e-6, atol=0)
         assert [s.support for s in batched.stages] == [s.support for s in alone.stages]
+
+
+def test_a_stage_that_reorders_looks_for_its_most_likely_tokens_among_the_clean_ones_first():
+    """A penalty's or a mixture's stage: its top tokens come from the clean window when they are there (no top-k
+    over the vocabulary), from a top-k when one is not; either way the ranks and tokens of a full read."""
+    logits = torch.randn(49152, generator=torch.Generator().manual_seed(6)) * 3
+    stats = distribution_stats(logits)
+    window = clean_windows(stats.probs)[0]
+    clean = (stats.probs[0], float(stats.entropy[0]), window)
+    for boosted, topks in ((int(window.ids[100]), 0), (int(logits.argmin()), 1)):  # inside the window; far outside
+        scores = logits.clone()
+        scores[boosted] = float(logits.max()) + 2
+        with mock.patch.object(torch, "topk", wraps=torch.topk) as topk:
+            t = chain_trace(0, logits, [Stage("mix", scores=scores)], boosted, 0.5, OWN, clean=clean)
+        assert topk.call_count == topks
+        read = torch.log_softmax(scores, -1).exp()
+        assert set(torch.topk(read, 5).indices.tolist()) <= set(t.tokens)
+        assert t.ranks[1, t.tokens.index(boosted)] == 1
+        assert t.ranks[1].tolist() == [1 + int((read > q).sum()) for q in t.probs[1].float()]
 
 
 def test_a_clean_distribution_with_few_tokens_orders_the_tracked_ones_by_their_clean_probability():

@@ -111,9 +111,9 @@ def test_each_first_token_is_where_the_step0_cdf_crosses_its_seeds_first_u(real_
     seen: list[torch.Tensor] = []
     real = engine.draw
 
-    def recording(probs, u):
+    def recording(probs, u, support=None):
         seen.append(probs.detach().to("cpu", torch.float64).clone())
-        return real(probs, u)
+        return real(probs, u, support)
 
     with mock.patch.object(engine, "draw", recording):
         data = compare(real_lm, PROMPT, [spec], seed=SEED, samples=32, max_new_tokens=1).to_json()

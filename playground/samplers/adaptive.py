@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .base import Decision, PlaygroundError, RunContext, Sampler, Stage, StepView, require, setting
-from .temperature import sampling_probs
+from .temperature import sampling_distribution
 
 COLD, MIXED, HOT = "COLD", "MIXED", "HOT"
 
@@ -203,16 +203,16 @@ class AdaptiveEntropySampler(Sampler):
         params = schedule(smoothed)
         stages = [Stage("alpha", f"α={smoothed:.3f} (smoothed), {state}: " + ", ".join(
             f"{k}={v:.3g}" for k, v in params.items()))] if view.record_stages else None
-        probs = sampling_probs(view.logits, view.input_ids, params["temperature"], params["top_k"],
-                               params["top_p"], repetition_penalty=params["repetition_penalty"],
-                               penalty_ids=view.input_ids[-s.repetition_window:], stages=stages,
-                               likely=view.likely)
+        probs, support = sampling_distribution(view.logits, view.input_ids, params["temperature"], params["top_k"],
+                                               params["top_p"], repetition_penalty=params["repetition_penalty"],
+                                               penalty_ids=view.input_ids[-s.repetition_window:], stages=stages,
+                                               likely=view.likely)
         signals = {"adaptive_alpha": alpha, "adaptive_alpha_smoothed": smoothed, "state": state,
                    "token_entropy": h_token, "attention_entropy": h_attention, "lookahead": False}
         if s.lookahead and state == COLD:
             return Decision(candidates=lookahead_candidates(probs, s.spec_top_k, s.spec_top_p),
                             params=params, signals=signals, stages=stages or [])
-        return Decision(probs=probs, params=params, signals=signals, stages=stages or [])
+        return Decision(probs=probs, support=support, params=params, signals=signals, stages=stages or [])
 
     def choose(self, views: list[StepView]) -> tuple[int, dict[str, Any]]:
         s = self.settings

@@ -83,6 +83,7 @@ class Decision:
     """
 
     probs: torch.Tensor | None = None  # the engine draws from these with the column's generator
+    support: torch.Tensor | None = None  # ids, ascending, outside which probs is 0, where the chain knows them
     token: int | None = None  # the sampler's own choice
     candidates: list[int] | None = None  # feed these as rows next step, then call choose()
     params: dict[str, Any] = field(default_factory=dict)  # sampling parameters in force

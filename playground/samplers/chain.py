@@ -42,7 +42,7 @@ class TopKTopPLogitsWarper(LogitsProcessor):
         k = min(self.top_k.top_k, scores.shape[-1])
 
         def reach_kth(values: torch.Tensor) -> int:  # k: no tie at the k-th score, and no higher score missed
-            return int((scores >= values[:, -1:]).sum())
+            return int(torch.count_nonzero(scores >= values[:, -1:]))
 
         self.kept, values = None, None
         if self.likely is not None and scores.shape[0] == 1 and k <= self.likely.shape[0]:
@@ -56,9 +56,9 @@ class TopKTopPLogitsWarper(LogitsProcessor):
                 self.top_k_scores = self.top_k(input_ids, scores)
                 return self.top_p(input_ids, self.top_k_scores)
         removed = torch.full_like(scores, self.top_k.filter_value)
+        self.kept = torch.sort(ids[0]).values  # the draw and the trace read the survivors alone
         if self.keep_top_k:
             self.top_k_scores = removed.scatter(-1, ids, values)
-            self.kept = torch.sort(ids[0]).values
         return removed.scatter(-1, ids, self.top_p(input_ids, values))
 
 

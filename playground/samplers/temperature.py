@@ -129,6 +129,19 @@ def sampling_probs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: f
     every other processor (DRY) sees the whole context. ``stages``: a list that receives each
     link's scores, in order (the chain trace). ``likely``: where the top-k looks first (StepView.likely).
     """
+    return sampling_distribution(logits, input_ids, temperature, top_k, top_p, min_p, repetition_penalty,
+                                 penalty_ids, extra, order, stages, likely)[0]
+
+
+def sampling_distribution(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float, top_k: int = 0,
+                          top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+                          penalty_ids: torch.Tensor | None = None,
+                          extra: dict[str, LogitsProcessor] | None = None, order: tuple[str, ...] = LINKS,
+                          stages: list[Stage] | None = None,
+                          likely: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``sampling_probs``, and the ids outside which they are 0 where the chain's top-k (with top-p) names
+    them (None: not known): no later link revives a token a cut removed."""
+    support = None
     chain = sampling_processors(temperature, top_k, top_p, min_p, repetition_penalty, extra, order, likely)
     context = input_ids.view(1, -1)
     penalised = context if penalty_ids is None else penalty_ids.view(1, -1)
@@ -137,6 +150,8 @@ def sampling_probs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: f
         if stages is not None and isinstance(processor, TopKTopPLogitsWarper):
             processor.keep_top_k = True  # the trace shows top-k and top-p apart
         scores = processor(penalised if name == "repetition_penalty" else context, scores)
+        if isinstance(processor, TopKTopPLogitsWarper) and processor.kept is not None:
+            support = processor.kept
         if stages is None:
             continue
         if isinstance(processor, TopKTopPLogitsWarper):
@@ -147,7 +162,7 @@ def sampling_probs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: f
         else:
             stages.append(Stage(name, link_param(name, processor), scores=scores[0],
                                 keeps_order=name in ORDER_KEEPING))
-    return torch.softmax(scores, dim=-1)[0]
+    return torch.softmax(scores, dim=-1)[0], support
 
 
 def sample_decision(logits: torch.Tensor, input_ids: torch.Tensor, params: dict[str, Any], temperature: float,
@@ -165,11 +180,11 @@ def sample_decision(logits: torch.Tensor, input_ids: torch.Tensor, params: dict[
         if stages is not None:
             stages.append(point_mass_stage("argmax", "temperature=0", logits, token))
         return Decision(token=token, params=params, signals=signals, stages=stages or [])
-    probs = sampling_probs(logits, input_ids, temperature, top_k, top_p, min_p, repetition_penalty, extra=extra,
-                           order=order, stages=stages, likely=likely)
+    probs, support = sampling_distribution(logits, input_ids, temperature, top_k, top_p, min_p, repetition_penalty,
+                                           extra=extra, order=order, stages=stages, likely=likely)
     if extra and "xtc" in extra:
         signals["xtc_applied"] = extra["xtc"].last_applied
-    return Decision(probs=probs, params=params, signals=signals, stages=stages or [])
+    return Decision(probs=probs, support=support, params=params, signals=signals, stages=stages or [])
 
 
 @dataclass
