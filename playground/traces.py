@@ -161,7 +161,7 @@ def _on_vocabulary(p: torch.Tensor, before: _Read | None, keeps_order: bool,
     ``window``: its support and most likely tokens, read already (the engine's batch of clean rows)."""
     if window is not None and window.support is not None and window.support > RANK_WINDOW:
         return _Read(p, None, window.values, window.ids, window.support, entropy_nats(p) if entropy is None else entropy)
-    support = int(torch.count_nonzero(p))
+    support = p.shape[0] if float(p.min()) > 0 else int(torch.count_nonzero(p))  # a min is the cheaper read
     reuse = keeps_order and before is not None and before.ids is None
     if support <= RANK_WINDOW:
         if reuse and bool((p[before.top[:support]] > 0).all()):  # the survivors are before's most likely

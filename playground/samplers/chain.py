@@ -55,11 +55,10 @@ class TopKTopPLogitsWarper(LogitsProcessor):
             if scores.shape[0] != 1 or reach_kth(values) != k:  # a tie at the k-th score
                 self.top_k_scores = self.top_k(input_ids, scores)
                 return self.top_p(input_ids, self.top_k_scores)
-        removed = torch.full_like(scores, self.top_k.filter_value)
         self.kept = torch.sort(ids[0]).values  # the draw and the trace read the survivors alone
         if self.keep_top_k:
-            self.top_k_scores = removed.scatter(-1, ids, values)
-        return removed.scatter(-1, ids, self.top_p(input_ids, values))
+            self.top_k_scores = torch.full_like(scores, self.top_k.filter_value).scatter_(-1, ids, values)
+        return torch.full_like(scores, self.top_k.filter_value).scatter_(-1, ids, self.top_p(input_ids, values))
 
 
 class TopNSigmaLogitsWarper(LogitsProcessor):
