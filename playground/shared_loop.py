@@ -3,7 +3,7 @@
     a run      prefills alone (its own cache, between two of the loop's steps), then joins
     the batch  one RowPlan (rows.py) over every member run's rows, each run's columns numbered
                apart (``COLUMN_SPAN``), so side rows, lookahead candidates and the side rows'
-               re-sync work across runs as within one; each run's sampler code reads its own slice
+               re-sync work across runs as within one; each run's sampler code reads its own rows
     lengths    the shared cache is left-padded to a common length: a member's rows hold padding
                before ``pad``, masked by a 2-D attention mask, and ``position_ids`` count its real
                positions (transformers' own means: the model makes the 4-D mask and the rotary angles)
@@ -194,7 +194,7 @@ class SharedBatch:
         return next(m for m in self.members if m.ident == ident)
 
     def step(self, engine: Engine) -> float:
-        """One pass over every member's rows, then each member's sampler code on its own slice; returns
+        """One pass over every member's rows, then each member's sampler code on its own rows; returns
         the seconds of the pass."""
         t_step = time.perf_counter()
         plan, lm = self.plan, engine.lm
