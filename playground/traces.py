@@ -14,12 +14,11 @@ that stage's scores, and the last one is the very tensor the engine drew from.
 """
 from __future__ import annotations
 
-import math
+import bisect
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from .draw import cumulative, draw_from_cdf, interval
 from .errors import PlaygroundError
@@ -123,12 +122,21 @@ class _Read:
     support: int
     entropy: float
 
-    def at(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The probabilities of ``tokens`` (0 for a token this distribution does not hold)."""
+    def at(self, tokens: list[int]) -> list[float]:
+        """The probabilities of ``tokens`` (0 for a token this distribution does not hold), as Python floats:
+        a float32 or float64 value exactly."""
         if self.ids is None:
-            return self.p[tokens]
-        pos = torch.searchsorted(self.ids, tokens).clamp_max(self.ids.shape[0] - 1)
-        return torch.where(self.ids[pos] == tokens, self.p[pos], 0.0)
+            return self.p[torch.tensor(tokens, device=self.p.device)].tolist()
+        held = dict(zip(self.ids.tolist(), self.p.tolist()))
+        return [held.get(t, 0.0) for t in tokens]
+
+    def ranks(self, probs: list[float]) -> list[int]:
+        """1 + how many tokens are more likely, for each of ``probs`` (0 where p = 0): counted in this
+        distribution's most likely probabilities; a p below a full read's window is counted in full."""
+        ascending = [-v for v in self.values.tolist()]  # negated: bisect counts the values above q
+        floor = -ascending[-1] if self.ids is None else 0.0  # on its survivors, the window holds them all
+        return [0 if q <= 0 else 1 + int(torch.count_nonzero(self.p > q)) if q < floor
+                else 1 + bisect.bisect_left(ascending, -q) for q in probs]
 
     def draw(self, u: float) -> tuple[int, torch.Tensor]:
         """The token a draw at u gives (as draw.draw would on the whole vocabulary), and the CDF over ``p``."""
@@ -208,18 +216,6 @@ def _read(stage: Stage, current: _Read | None, probs: torch.Tensor | None) -> _R
     return _on_vocabulary(probs, current, stage.keeps_order and not stage.side, entropy)
 
 
-def _ranks(reads: list[_Read], p: torch.Tensor) -> torch.Tensor:
-    """1 + how many tokens are more likely, for the tracked probabilities ``p`` [reads, tokens]; 0 where
-    p = 0. Read from each distribution's top RANK_WINDOW probabilities; a p below them is counted in full."""
-    values = pad_sequence([r.values for r in reads], batch_first=True, padding_value=-math.inf).to(p.dtype)
-    ranks = 1 + (values.unsqueeze(1) > p.unsqueeze(2)).sum(2)
-    floor = torch.tensor([float(r.values[-1]) if r.ids is None else 0.0 for r in reads], dtype=p.dtype,
-                         device=p.device)  # a distribution on its survivors has them all in its window
-    for s, j in torch.nonzero((p < floor.unsqueeze(1)) & (p > 0)).tolist():
-        ranks[s, j] = 1 + int((reads[s].p > p[s, j]).sum())
-    return torch.where(p > 0, ranks, torch.zeros_like(ranks)).to(torch.int32)
-
-
 def chain_trace(step: int, clean_logits: torch.Tensor, stages: list[Stage], token: int, u: float, how: str,
                 final: torch.Tensor | None = None, with_draws: bool = False,
                 lookahead: dict[str, Any] | None = None,
@@ -258,13 +254,13 @@ def chain_trace(step: int, clean_logits: torch.Tensor, stages: list[Stage], toke
         summaries.append(StageSummary(stage.name, stage.param, distinct[r].support, distinct[r].entropy, drawn,
                                       stage.side))
     candidates = sorted(tracked)  # ``at``: the clean read may hold its survivors alone (a few tokens with p > 0)
-    clean_p = first.at(torch.tensor(candidates, device=first.p.device)).tolist()
+    clean_p = first.at(candidates)
     order = [t for _, t in sorted(zip((-q for q in clean_p), candidates))]
-    index = torch.tensor(order, device=first.p.device)
-    p = torch.stack([read.at(index) for read in distinct])  # [distinct, tracked], each read's own dtype
-    rows = torch.tensor(row)
+    p = [read.at(order) for read in distinct]  # [distinct][tracked], each read's own floats
+    ranks = [read.ranks(q) for read, q in zip(distinct, p)]
     return ChainTrace(step=step, token=token, u=u, how=how, stages=summaries, tokens=order,
-                      probs=p.double().cpu()[rows], ranks=_ranks(distinct, p).cpu()[rows],
+                      probs=torch.tensor([p[r] for r in row], dtype=torch.float64),
+                      ranks=torch.tensor([ranks[r] for r in row], dtype=torch.int32),
                       interval=reads[-1].interval(cdfs[row[-1]], token) if how == DRAW else None,
                       lookahead=lookahead)
 

@@ -158,6 +158,17 @@ def test_ranks_count_the_more_likely_tokens_and_a_removed_one_has_none():
     assert t.ranks[1].tolist() == [1, 2, 3, 0, 0, 0, 0, 0]
 
 
+def test_a_float64_last_stage_ranks_its_tokens_by_its_own_floats():
+    """Mirostat's and entropix's laws are float64: two probabilities 1e-12 apart have two ranks, as they
+    would not in float32 (the clean stage stays float32 beside it)."""
+    final = torch.tensor([0.25, 0.25 + 1e-12, 0.2, 0.15, 0.15 - 1e-12, 0.1, 0.05 - 1e-12 + 1e-12, 0.0],
+                         dtype=torch.float64)
+    t = chain_trace(0, LOGITS, [Stage("law", probs=final)], token=1, u=0.3, how=DRAW, final=final)
+    by_token = dict(zip(t.tokens, t.ranks[1].tolist()))
+    assert [by_token[i] for i in range(8)] == [2, 1, 3, 4, 5, 6, 7, 0]
+    assert t.probs.dtype == torch.float64 and t.probs[1, t.tokens.index(1)] == 0.25 + 1e-12
+
+
 def test_the_chain_order_setting_is_checked_and_names_a_bad_link():
     assert chain_order("") == LINKS == chain_order(DEFAULT_ORDER)
     moved = chain_order("min_p>temperature")
