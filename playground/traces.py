@@ -106,7 +106,12 @@ class CleanWindow:
 def clean_windows(probs: torch.Tensor, count_support: bool = True) -> list[CleanWindow]:
     """The CleanWindow of each row of ``probs`` [R, V], from one top-k and one count over the batch."""
     values, ids = torch.topk(probs, min(CLEAN_WINDOW, probs.shape[-1]))
-    support = torch.count_nonzero(probs, dim=-1).tolist() if count_support else [None] * probs.shape[0]
+    if not count_support:
+        support = [None] * probs.shape[0]
+    elif bool((probs.amin(dim=-1) > 0).all()):  # no probability underflowed to 0: the min is the cheaper read
+        support = [probs.shape[-1]] * probs.shape[0]
+    else:
+        support = torch.count_nonzero(probs, dim=-1).tolist()
     return [CleanWindow(n, v, i) for n, v, i in zip(support, values, ids)]
 
 

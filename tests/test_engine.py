@@ -1,6 +1,7 @@
 """The decoding engine: exactness against transformers, common random numbers, rows, stop, EOS."""
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -253,3 +254,15 @@ def test_a_run_passes_the_cache_by_the_current_keyword_without_a_deprecation_war
         calibrate_heads(real_lm, "A short calibration text for the warning check.", search_layers=1, n_heads=1)
     deprecations = [str(w.message) for w in caught if "past_key_values" in str(w.message)]
     assert deprecations == []
+
+
+def test_the_greedy_token_is_the_first_of_tied_maxima_as_argmax_gives():
+    from playground.samplers.base import argmax_token
+
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(50):  # logits with many ties at the top
+        logits = torch.randint(0, 20, (49152,), generator=generator).float()
+        assert argmax_token(logits) == int(logits.argmax()) == int(torch.nonzero(logits == logits.max())[0])
+    logits = torch.full((8,), -math.inf)
+    logits[5] = 0.0
+    assert argmax_token(logits) == 5

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from ..precision import wide
-from .base import Decision, PlaygroundError, RunContext, Sampler, Stage, StepView, point_mass_stage, require, setting
+from .base import (Decision, PlaygroundError, RunContext, Sampler, Stage, StepView, argmax_token, point_mass_stage,
+                   require, setting)
 from .temperature import check_sampling_params, sampling_probs
 
 LELV, HELV, LEHV, HEHV, MIDDLE = "LELV", "HELV", "LEHV", "HEHV", "MIDDLE"
@@ -162,7 +163,7 @@ class EntropixSampler(Sampler):
         signals = {"state": state, **{k: round(v, 6) for k, v in stats.items()}}
         trace = view.record_stages
         if state == LELV:
-            token = int(view.logits.argmax())
+            token = argmax_token(view.logits)
             stages = [point_mass_stage("argmax", "LELV: low entropy, low varentropy", view.logits, token)]
             return Decision(token=token, params={}, signals=signals, stages=stages if trace else [])
         after_pause = self.pause_id is not None and int(view.input_ids[-1]) == self.pause_id

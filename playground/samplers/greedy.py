@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Decision, Sampler, StepView, point_mass_stage
+from .base import Decision, Sampler, StepView, argmax_token, point_mass_stage
 
 
 @dataclass
@@ -16,6 +16,6 @@ class GreedySampler(Sampler):
     Settings = GreedySettings
 
     def decide(self, view: StepView) -> Decision:
-        token = int(view.logits.argmax())
+        token = argmax_token(view.logits)
         stages = [point_mass_stage("argmax", "", view.logits, token)] if view.record_stages else []
         return Decision(token=token, stages=stages)

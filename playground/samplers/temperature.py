@@ -28,7 +28,8 @@ from transformers import (
     TypicalLogitsWarper,
 )
 
-from .base import Decision, RunContext, Sampler, SettingsError, Stage, StepView, point_mass_stage, require, setting
+from .base import (Decision, RunContext, Sampler, SettingsError, Stage, StepView, argmax_token, point_mass_stage,
+                   require, setting)
 from .chain import (DRY_BREAKERS, DRYLogitsProcessor, TopKTopPLogitsWarper, TopNSigmaLogitsWarper,
                     XTCLogitsWarper, breaker_ids, parse_breakers)
 
@@ -176,7 +177,7 @@ def sample_decision(logits: torch.Tensor, input_ids: torch.Tensor, params: dict[
     """
     signals = {} if signals is None else signals
     if temperature == 0.0:
-        token = int(logits.argmax())
+        token = argmax_token(logits)
         if stages is not None:
             stages.append(point_mass_stage("argmax", "temperature=0", logits, token))
         return Decision(token=token, params=params, signals=signals, stages=stages or [])
