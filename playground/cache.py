@@ -52,9 +52,10 @@ class GrowingLayer(DynamicLayer):
                   moved: torch.Tensor) -> torch.Tensor:
         """A buffer whose head holds ``view``'s rows ``indices``: ``buffer`` itself, its rows ``moved`` (those
         that change) written from a copy of their sources, where it has the rows and room for one more
-        position; else a fresh one (the old room or room to grow; rows for as many more as are added)."""
+        position and the rows fill more than half of it; else a fresh one (the old room or room to grow;
+        rows for as many more as are added), so rows that went give their memory back."""
         rows, length = indices.shape[0], view.shape[2]
-        if self._has_room(buffer, view, length + 1, rows):
+        if self._has_room(buffer, view, length + 1, rows) and 2 * rows > buffer.shape[0]:
             if moved.numel():
                 buffer[:rows, :, :length][moved] = view.index_select(0, indices[moved])
             return buffer

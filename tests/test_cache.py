@@ -89,3 +89,22 @@ def test_a_re_index_selects_into_a_buffer_the_next_update_writes_into(tiny_llama
     layer.update(new_keys, torch.randn(3, 2, 1, 4))
     assert layer.keys.data_ptr() == selected  # written in place: no second copy
     assert torch.equal(layer.keys[:, :, :6], keys[[2, 0, 0]]) and torch.equal(layer.keys[:, :, 6:], new_keys)
+
+
+def test_a_re_index_copies_only_the_rows_that_change_and_gives_back_rows_that_went(tiny_llama):
+    config = tiny_llama.model.config
+    layer = growing_cache(config, capacity_limit=64).layers[0]
+    keys = torch.randn(4, 2, 6, 4)
+    layer.update(keys, keys.clone())
+    layer.batch_select_indices(torch.tensor([0, 1, 2, 3, 3, 3]))  # two rows more: a buffer with room for two more
+    buffer = layer.key_buffer
+    assert buffer.shape[0] == 8 and torch.equal(layer.keys, keys[[0, 1, 2, 3, 3, 3]])
+    kept = buffer[0].clone()
+    layer.batch_select_indices(torch.tensor([0, 5, 2, 1, 4]))  # rows 1 and 3 change places; row 0 stays
+    assert layer.key_buffer is buffer and torch.equal(layer.keys, keys[[0, 3, 2, 1, 3]])
+    assert torch.equal(buffer[0], kept)
+    layer.batch_select_indices(torch.tensor([2, 0, 3, 4, 1, 0, 0]))  # seven of eight rows: in place still
+    assert layer.key_buffer is buffer and torch.equal(layer.keys, keys[[2, 0, 1, 3, 3, 0, 0]])
+    layer.batch_select_indices(torch.tensor([3]))  # one row of eight: a fresh buffer of its own size
+    assert layer.key_buffer is not buffer and layer.key_buffer.shape[0] == 1
+    assert torch.equal(layer.keys, keys[[3]]) and torch.equal(layer.values, keys[[3]])

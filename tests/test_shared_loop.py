@@ -5,13 +5,16 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
+from unittest import mock
 
 import pytest
+import torch
 
 from playground.engine import ColumnSpec, Engine, RunOptions
 from playground.models import PHASEGPT_MODEL, load_model
 from playground.samplers import SAMPLERS, Decision, Sampler, StepView
-from playground.shared_loop import SHARED_ROWS_VARIABLE, WAITING_NOTE, run_rows, shared_loop_of, shares_loop
+from playground.shared_loop import (SHARED_ROWS_VARIABLE, WAITING_NOTE, SharedBatch, run_rows, shared_loop_of,
+                                    shares_loop)
 
 PHASE_SLIP = ColumnSpec("phase_slip", {"heads": "2.1,3.0", "noise_scale": 0.8, "perturbation_window": 4})
 LONG = ("The old lighthouse keeper climbed the stairs one last time, and the lamp",
@@ -100,6 +103,46 @@ def test_two_runs_share_the_loop_with_side_rows_lookaheads_and_attention_on_thei
     for alone, together in zip(solo_runs, runs):  # R read on the run's own positions, never the padding
         for a, b in zip(alone.columns, together.columns):
             assert [r.order_parameter for r in b.rows] == pytest.approx([r.order_parameter for r in a.rows], abs=1e-4)
+
+
+class _LooksAheadEveryThirdStep(Sampler):
+    """Three candidate rows every third token, the argmax otherwise; the candidate whose own row is the most
+    confident continues."""
+
+    name = "looks_ahead_every_third_step"
+
+    @dataclass
+    class Settings:
+        pass
+
+    def decide(self, view: StepView) -> Decision:
+        if view.step % 3:
+            return Decision(token=int(view.logits.argmax()), params={})
+        return Decision(candidates=torch.topk(view.logits, 3).indices.tolist(), params={})
+
+    def choose(self, views: list[StepView]) -> tuple[int, dict]:
+        return max(range(len(views)), key=lambda k: float(views[k].logits.max())), {}
+
+
+def test_a_runs_rows_apart_in_the_batch_give_its_solo_tokens(tiny_llama, monkeypatch):
+    """Rows keep their places, so a lookahead's extra candidates come after the other run's rows: the run
+    reads its rows gathered from apart, and decodes its solo tokens."""
+    monkeypatch.setitem(SAMPLERS, _LooksAheadEveryThirdStep.name, _LooksAheadEveryThirdStep)
+    first = ("Once upon a time", ["looks_ahead_every_third_step", "greedy", PHASE_SLIP],
+             RunOptions(seed=2, max_new_tokens=12))
+    second = ("Hello world", ["temperature", "greedy"], RunOptions(seed=4, max_new_tokens=12))
+    apart: list[list[int]] = []
+    after_pass = SharedBatch._after_pass
+
+    def spy(self, engine, member, *args):
+        if member.places != list(range(member.places[0], member.places[0] + len(member.places))):
+            apart.append(list(member.places))
+        return after_pass(self, engine, member, *args)
+
+    with mock.patch.object(SharedBatch, "_after_pass", spy):
+        solo, shared, _ = _two_runs_five_steps_apart(tiny_llama, first, second)
+    assert shared == solo
+    assert apart, "no member's rows were apart: the gathered path went untested"
 
 
 def test_a_padded_run_without_attention_weights_beside_one_with_them(tiny_llama):
