@@ -98,7 +98,7 @@ class Member:
     t0: float  # when its stream started (the run's elapsed_s counts from it)
     rows: int  # main and side rows it holds (``run_rows``), counted against the bound
     pad: int = 0  # leading padding positions of its rows in the shared cache
-    places: list[int] = field(default_factory=list)  # its rows in the layout of the last pass (at first: its prefill row)
+    places: list[int] = field(default_factory=list)  # its rows in the last pass's layout (at first: its prefill row)
     view: RowPlan | None = None  # its rows alone (its own column numbers): what its sampler code reads
     steps: int = 0  # steps the loop has done for it
     seen: int = 0  # of them, those its stream has yielded and been resumed after

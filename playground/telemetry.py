@@ -86,7 +86,7 @@ def distribution_stats(logits: torch.Tensor) -> DistributionStats:
     finite_log_p = log_p.clamp_min(-1e4)
     entropy = -(p * finite_log_p).sum(-1)
     h_bits = entropy / math.log(2.0)
-    spread = finite_log_p.div_(math.log(2.0)).add_(h_bits.unsqueeze(-1)).square_().mul_(p)  # in place: one [R, V] buffer
+    spread = finite_log_p.div_(math.log(2.0)).add_(h_bits.unsqueeze(-1)).square_().mul_(p)  # in place: one buffer
     varentropy = spread.sum(-1)
     return DistributionStats(
         log_probs=log_p,
