@@ -98,8 +98,8 @@ class RowPlan:
 
     def _placed(self, rows: list[Row], kept_sides: set[int]) -> list[Row]:
         """``rows`` in the places that move the fewest cache rows: a main row, a kept side row and a lookahead's
-        first candidate stay where the row they continue was; the other rows take the places of rows that
-        went, in order; a row left past the new end moves into the last place still free."""
+        first candidate stay where the row they continue was; the other rows, then those whose place lies
+        past the new end, take the free places in order."""
         staying: dict[int, Row] = {}
         others: list[Row] = []
         for r in rows:

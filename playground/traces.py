@@ -104,7 +104,7 @@ class CleanWindow:
 
 
 def clean_windows(probs: torch.Tensor, count_support: bool = True) -> list[CleanWindow]:
-    """The CleanWindow of each row of ``probs`` [R, V], from one top-k and one count over the batch."""
+    """The CleanWindow of each row of ``probs`` [R, V], from one top-k and one min (a count where some p is 0)."""
     values, ids = torch.topk(probs, min(CLEAN_WINDOW, probs.shape[-1]))
     if not count_support:
         support = [None] * probs.shape[0]
