@@ -27,11 +27,9 @@ def draw(probs: torch.Tensor, u: float, support: torch.Tensor | None = None) -> 
     ``support``: ids, ascending, outside which ``probs`` is 0; the CDF over them alone has the same
     floats at them (a zero adds nothing to a running sum), so the same token, without a pass over V.
     """
-    if support is not None:
-        kept = probs[support].detach().to("cpu", torch.float64)
-        return int(support[draw_from_cdf(torch.cumsum(kept, dim=0), kept, u)])
-    probs = probs.detach().to("cpu", torch.float64)
-    return draw_from_cdf(torch.cumsum(probs, dim=0), probs, u)
+    kept = (probs if support is None else probs[support]).detach().to("cpu", torch.float64)
+    index = draw_from_cdf(torch.cumsum(kept, dim=0), kept, u)
+    return index if support is None else int(support[index])
 
 
 def interval(cdf: torch.Tensor, token: int) -> tuple[float, float]:

@@ -232,8 +232,8 @@ class SharedBatch:
                     attn: torch.Tensor | None, t_step: float) -> None:
         """``m``'s columns decide from its rows (its attention on its own positions); a failure is its own."""
         places = m.places
-        contiguous = places == list(range(places[0], places[0] + len(places))) if places else True
-        mine = slice(places[0], places[0] + len(places)) if places and contiguous else \
+        start = places[0] if places else 0
+        mine = slice(start, start + len(places)) if places == list(range(start, start + len(places))) else \
             torch.tensor(places, dtype=torch.long, device=logits.device)  # a gather: a copy of its rows alone
         own_rows = [rows[i] for i in places]
         m.view.cache = self.plan.cache

@@ -103,15 +103,19 @@ class CleanWindow:
     ids: torch.Tensor  # their token ids
 
 
+def supports(probs: torch.Tensor) -> list[int]:
+    """Each row's tokens with p > 0, for ``probs`` [..., V]: a min when none underflowed to 0 (the cheaper
+    read), else a count."""
+    rows = probs.reshape(-1, probs.shape[-1])
+    if bool((rows.amin(dim=-1) > 0).all()):
+        return [rows.shape[-1]] * rows.shape[0]
+    return torch.count_nonzero(rows, dim=-1).tolist()
+
+
 def clean_windows(probs: torch.Tensor, count_support: bool = True) -> list[CleanWindow]:
-    """The CleanWindow of each row of ``probs`` [R, V], from one top-k and one min (a count where some p is 0)."""
+    """The CleanWindow of each row of ``probs`` [R, V], from one top-k and one ``supports`` over the batch."""
     values, ids = torch.topk(probs, min(CLEAN_WINDOW, probs.shape[-1]))
-    if not count_support:
-        support = [None] * probs.shape[0]
-    elif bool((probs.amin(dim=-1) > 0).all()):  # no probability underflowed to 0: the min is the cheaper read
-        support = [probs.shape[-1]] * probs.shape[0]
-    else:
-        support = torch.count_nonzero(probs, dim=-1).tolist()
+    support = supports(probs) if count_support else [None] * probs.shape[0]
     return [CleanWindow(n, v, i) for n, v, i in zip(support, values, ids)]
 
 
@@ -174,7 +178,7 @@ def _on_vocabulary(p: torch.Tensor, before: _Read | None, keeps_order: bool,
     ``window``: its support and most likely tokens, read already (the engine's batch of clean rows)."""
     if window is not None and window.support is not None and window.support > RANK_WINDOW:
         return _Read(p, None, window.values, window.ids, window.support, entropy_nats(p) if entropy is None else entropy)
-    support = p.shape[0] if float(p.min()) > 0 else int(torch.count_nonzero(p))  # a min is the cheaper read
+    support = supports(p)[0]
     reuse = keeps_order and before is not None and before.ids is None
     if support <= RANK_WINDOW:
         if reuse and bool((p[before.top[:support]] > 0).all()):  # the survivors are before's most likely
